@@ -1,0 +1,347 @@
+"""The monitoring flow: one window of served traffic against the champion's training sample.
+
+Steps: find the champion and its reference sample (logged with its training run), read the
+window from the prediction log with the labels known by then, analyse it
+(``monitoring.analysis``), then record the outcome three ways — HTML and JSON under
+``monitoring/reports/<run>/``, an MLflow run of type ``monitoring`` with every number as a
+metric and the reports as artifacts, and snapshots in the Evidently workspace the
+dashboards read. A drift signal then asks for retraining (``pipelines.retraining``): an
+event with a Prefect server, a direct call without one.
+
+A window that cannot be analysed (an Evidently failure, a log of another feature set)
+fails this run with a message naming the window and is recorded as a failed MLflow run;
+nothing is kept between runs, so the next scheduled run starts clean. Serving is never
+touched: the flow only reads the prediction log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from fraudops.abtest import ReportWindow
+from fraudops.config import Params, get_settings, load_params
+from fraudops.drift_decision import DriftDecision
+from fraudops.features import feature_columns
+from fraudops.prediction_log import open_prediction_log
+from fraudops.registry import CHAMPION, outage_named, version_by_alias
+from fraudops.schema import TX_DATETIME
+from fraudops.training import RUN_TYPE_TAG, THRESHOLD_TAG
+from monitoring.analysis import MonitoringError, MonitoringResult, analyse_window, check_estimate
+from monitoring.reports import load_decision, run_name, write_reports
+from monitoring.workspace import ensure_project, open_workspace, record_realised, record_window
+from pipelines.retraining import Launcher, RetrainTrigger, request_retraining
+from pipelines.training import IO_RETRIES, IO_RETRY_DELAY_S, connect_tracking
+
+#: Where the training run keeps the monitoring baseline (``fraudops.training._log_files``).
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+WINDOW_TAG = "fraudops.window_id"
+SIGNAL_TAG = "fraudops.signal"
+MONITORED_VERSION_TAG = "fraudops.monitored_version"
+ERROR_TAG = "fraudops.error"
+#: Beside each run's reports: the window it read and the threshold it judged with, so a
+#: later run can read the same window again once its labels have arrived.
+WINDOW_FILE = "window.json"
+#: Written once a past window's estimate was compared with its realised quality.
+REALISED_FILE = "realised.json"
+#: Training-run metrics that are validation-fold numbers, not the test period's.
+_VALIDATION_PREFIX = "val_"
+
+
+class ReferenceMissing(LookupError):
+    """The champion's training run holds no reference sample to compare traffic with."""
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The champion as monitoring sees it: its threshold, reference sample and test metrics."""
+
+    version: str
+    run_id: str
+    threshold: float
+    reference: pd.DataFrame
+    training_metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class MonitoringOutcome:
+    """The typed decision, where its numbers are recorded, and how retraining was asked."""
+
+    decision: DriftDecision
+    run_id: str
+    report_dir: Path
+    champion_version: str
+    retraining: str | None = None
+
+
+def _worth_retrying(error: object) -> bool:
+    """A server hiccup is; a champion without a reference sample stays so."""
+    return not isinstance(error, ReferenceMissing)
+
+
+@task(
+    name="find champion baseline",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAY_S,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=lambda _task, _run, state: _worth_retrying(state.data),
+)
+def find_baseline(client: MlflowClient, name: str) -> Baseline:
+    """The champion's reference sample and test metrics; a clear error when it has none."""
+    champion = version_by_alias(client, name, CHAMPION)
+    if champion is None:
+        raise ReferenceMissing(f"{name!r} has no {CHAMPION}: train and register a model first")
+    run = client.get_run(champion.run_id)
+    folder, _, file = REFERENCE_ARTIFACT.rpartition("/")
+    stored = {Path(item.path).name for item in client.list_artifacts(run.info.run_id, folder)}
+    if file not in stored:
+        raise ReferenceMissing(
+            f"model {name!r} version {champion.version} (run {run.info.run_id}) has no "
+            f"reference sample at {REFERENCE_ARTIFACT}: retrain it to monitor it"
+        )
+    with tempfile.TemporaryDirectory() as scratch, outage_named(client.tracking_uri):
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=scratch
+        )
+        reference = pd.read_parquet(path)
+    metrics = {
+        key: value
+        for key, value in run.data.metrics.items()
+        if not key.startswith(_VALIDATION_PREFIX)
+    }
+    return Baseline(
+        version=str(champion.version),
+        run_id=run.info.run_id,
+        threshold=float(run.data.tags[THRESHOLD_TAG]),
+        reference=reference,
+        training_metrics=metrics,
+    )
+
+
+@task(name="read window", cache_policy=NO_CACHE)
+def read_window(window: ReportWindow) -> pd.DataFrame:
+    engine = open_prediction_log(get_settings().log_url)
+    try:
+        return window.read(engine, "served")
+    finally:
+        engine.dispose()
+
+
+def window_name(frame: pd.DataFrame) -> str:
+    """``<first day>_<last day>_<rows>``, from the transactions' own clock."""
+    if frame.empty:
+        return "empty"
+    times = pd.to_datetime(frame[TX_DATETIME])
+    return f"{times.min():%Y%m%d}_{times.max():%Y%m%d}_{len(frame)}rows"
+
+
+@task(name="analyse window", cache_policy=NO_CACHE)
+def analyse(
+    baseline: Baseline, current: pd.DataFrame, params: Params, window_id: str
+) -> MonitoringResult:
+    result = analyse_window(
+        baseline.reference,
+        current,
+        threshold=baseline.threshold,
+        params=params,
+        window_id=window_id,
+        training_metrics=baseline.training_metrics,
+    )
+    decision = result.decision
+    get_run_logger().info(
+        "window %s: %s (%s)", window_id, decision.signal, "; ".join(decision.reasons) or "-"
+    )
+    return result
+
+
+@task(
+    name="record monitoring run",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAY_S,
+    cache_policy=NO_CACHE,
+)
+def record(
+    result: MonitoringResult, baseline: Baseline, window: ReportWindow, current: pd.DataFrame
+) -> tuple[str, Path]:
+    """Reports on disk, the MLflow monitoring run, and the workspace snapshots."""
+    settings = get_settings()
+    decision = result.decision
+    with (
+        outage_named(mlflow.get_tracking_uri()),
+        mlflow.start_run(run_name=f"monitoring {decision.window_id}") as run,
+    ):
+        folder = write_reports(
+            result, settings.monitoring_reports_dir, f"{run_name(decision)}-{run.info.run_id[:8]}"
+        )
+        mlflow.set_tags(_tags(decision.window_id, baseline) | {SIGNAL_TAG: decision.signal})
+        mlflow.log_params(_window_params(window))
+        mlflow.log_metrics(_finite(decision.metrics()))
+        why = {"reasons": list(decision.reasons), "notes": list(decision.notes)}
+        mlflow.log_dict(why, "why.json")
+        window_file = {
+            "window": fixed_window(window, current).model_dump(mode="json"),
+            "threshold": baseline.threshold,
+        }
+        (folder / WINDOW_FILE).write_text(json.dumps(window_file, indent=2) + "\n")
+        mlflow.log_artifacts(str(folder), artifact_path="reports")
+    workspace = open_workspace(settings.monitoring_workspace)
+    project = ensure_project(workspace, feature_columns(load_params(settings.params_path).features))
+    record_window(workspace, project, result)
+    return run.info.run_id, folder
+
+
+@task(name="check past estimates", cache_policy=NO_CACHE)
+def check_past_estimates(params: Params) -> int:
+    """Compare each earlier window's CBPE estimate with its realised quality, once.
+
+    A window is read again with the labels received since; while it still lacks the labels
+    to judge, it waits for a later run. Returns how many windows were settled now. A window
+    that cannot be read again is logged and skipped: it must not stop today's run.
+    """
+    settings = get_settings()
+    pending = [
+        folder
+        for folder in sorted(settings.monitoring_reports_dir.glob("*"))
+        if (folder / WINDOW_FILE).exists() and not (folder / REALISED_FILE).exists()
+    ]
+    if not pending:
+        return 0
+    logger = get_run_logger()
+    workspace = open_workspace(settings.monitoring_workspace)
+    project = ensure_project(workspace, feature_columns(params.features))
+    engine = open_prediction_log(settings.log_url)
+    settled = 0
+    try:
+        for folder in pending:
+            decision = load_decision(folder)
+            saved = json.loads((folder / WINDOW_FILE).read_text())
+            window = ReportWindow.model_validate(saved["window"]).model_copy(
+                update={"labels_received_by": dt.datetime.now(dt.UTC)}
+            )
+            try:
+                current = window.read(engine, "served")
+                checks = check_estimate(
+                    decision, current, threshold=saved["threshold"], params=params
+                )
+            except MonitoringError as error:
+                logger.warning("past window %s not checked: %s", decision.window_id, error)
+                continue
+            if decision.estimate is not None and not checks:
+                continue  # its labels are not all in yet
+            if checks:
+                record_realised(workspace, project, decision, checks)
+            rows = [check.model_dump() | {"within_band": check.within_band} for check in checks]
+            (folder / REALISED_FILE).write_text(json.dumps(rows, indent=2) + "\n")
+            settled += 1
+    finally:
+        engine.dispose()
+    return settled
+
+
+def fixed_window(window: ReportWindow, current: pd.DataFrame) -> ReportWindow:
+    """The same rows by time bounds: "the newest N" read later would be other rows."""
+    if window.last_n is None or current.empty:
+        return window
+    times = current[window.time_column]
+    return window.model_copy(
+        update={
+            "start": times.min().to_pydatetime(),
+            "end": times.max().to_pydatetime() + dt.timedelta(microseconds=1),
+            "last_n": None,
+        }
+    )
+
+
+def record_failure(error: MonitoringError, baseline: Baseline, window: ReportWindow) -> str:
+    """A failed MLflow run naming the window and the step, so the failure is on record."""
+    run = mlflow.start_run(run_name=f"monitoring {error.window_id} (failed)")
+    try:
+        mlflow.set_tags(_tags(error.window_id, baseline) | {ERROR_TAG: str(error)[:5000]})
+        mlflow.log_params(_window_params(window))
+    finally:
+        mlflow.end_run(status="FAILED")
+    return run.info.run_id
+
+
+def _tags(window_id: str, baseline: Baseline) -> dict[str, str]:
+    return {
+        RUN_TYPE_TAG: "monitoring",
+        WINDOW_TAG: window_id,
+        MONITORED_VERSION_TAG: baseline.version,
+        "fraudops.reference_run": baseline.run_id,
+    }
+
+
+def _window_params(window: ReportWindow) -> dict[str, str]:
+    return {f"window.{key}": str(value) for key, value in window.model_dump(mode="json").items()}
+
+
+def _finite(numbers: dict[str, float]) -> dict[str, float]:
+    return {key: value for key, value in numbers.items() if math.isfinite(value)}
+
+
+@flow(name="monitoring")
+def monitoring_flow(
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    last_n: int | None = None,
+    by_transaction_time: bool = False,
+    labels_by: dt.datetime | None = None,
+    window_id: str | None = None,
+    on_drift: Launcher | Literal["none"] = "auto",
+    params_path: Path | None = None,
+) -> MonitoringOutcome:
+    """Analyse one window of served traffic; on drift, ask for retraining.
+
+    The window is ``since <= time < until`` on logging time (or on the transactions' own
+    clock with BY_TRANSACTION_TIME), optionally only its LAST_N newest predictions, with the
+    labels received by LABELS_BY (default: now). ON_DRIFT picks the launcher of
+    retraining: ``auto`` (an event with a Prefect server, else a direct call), ``event``,
+    ``direct``, or ``none``.
+    """
+    settings = get_settings()
+    params = load_params(params_path or settings.params_path)
+    client = connect_tracking(settings)
+    baseline = find_baseline(client, settings.model_name)
+    window = ReportWindow(
+        start=since,
+        end=until,
+        last_n=last_n,
+        time_column="tx_datetime" if by_transaction_time else "logged_at",
+        labels_received_by=labels_by or dt.datetime.now(dt.UTC),
+    )
+    current = read_window(window)
+    window_id = window_id or window_name(current)
+    try:
+        result = analyse(baseline, current, params, window_id)
+    except MonitoringError as error:
+        run_id = record_failure(error, baseline, window)
+        get_run_logger().error(
+            "window %s not analysed (MLflow run %s): %s", window_id, run_id, error
+        )
+        raise
+    check_past_estimates(params)
+    run_id, folder = record(result, baseline, window, current)
+    decision = result.decision
+    launched = None
+    if decision.is_drift and on_drift != "none":
+        trigger = RetrainTrigger(
+            signal=decision.signal,
+            window_id=decision.window_id,
+            monitoring_run_id=run_id,
+            reasons=list(decision.reasons),
+            numbers=_finite(decision.metrics()),
+        )
+        launched = request_retraining(trigger, on_drift)
+    return MonitoringOutcome(decision, run_id, folder, baseline.version, launched)

@@ -1,0 +1,304 @@
+"""Retraining on drift: matured traffic → new data version → challenger → shadow.
+
+What starts it: a drift decision of the monitoring flow, through ``request_retraining``,
+the one place that chooses the launcher. With a Prefect server it emits
+``fraudops.drift.detected`` and the ``retrain`` deployment's event trigger runs
+``retrain_flow`` (``pipelines.deployments``); without one (event triggers need a real
+server) it calls ``retrain_flow`` directly. Either way the flow gets the same parameters.
+
+The flow, in order, each step a gate for the next:
+
+1. at most one retraining at a time: an exclusive ``flock`` on ``<home>/retraining/lock``
+   (a file lock works in every launcher and needs no server; several hosts would need a
+   shared volume or a Prefect global concurrency limit instead). A second run that finds it
+   held ends at once as ``skipped``;
+2. cool-down: a run within ``retrain_cooldown_s`` of the last one that got past this point
+   ends as ``skipped``, so a burst of drift events trains once;
+3. the batch: the traffic journal's days after the newest day in ``data/raw`` whose every
+   label has arrived (``fraudops.traffic.matured_batch``); none means ``skipped``;
+4. validation of that batch as a raw batch: a failure raises ``BatchRejected`` — nothing
+   is written, trained or registered, and ``champion`` stays;
+5. the batch joins ``data/raw`` and becomes a DVC data version (``dvc commit`` + push);
+6. the training flow on the new data, tagged with why it ran (trigger, signal, window,
+   monitoring run); it registers the model as ``challenger``;
+7. serving reloads its models and routes a shadow copy of all traffic to the challenger,
+   through the admin API with the admin key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import httpx
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from fraudops.config import Settings, get_settings, load_params
+from fraudops.datasets import read_raw, write_raw
+from fraudops.prediction_log import open_prediction_log
+from fraudops.registry import CHALLENGER, CHAMPION
+from fraudops.routing import RoutingConfig, ShadowPolicy
+from fraudops.schema import TX_DATETIME
+from fraudops.traffic import journal_dir, matured_batch
+from fraudops.validation import validate_raw
+from fraudops.versioning import VersioningError, record_data_version
+from pipelines.training import DATA_DVC_FILE, IO_RETRIES, IO_RETRY_DELAY_S, training_flow
+
+DRIFT_EVENT = "fraudops.drift.detected"
+MONITOR_RESOURCE = "fraudops.monitor"
+TRIGGER_TAG = "fraudops.trigger"
+SIGNAL_TAG = "fraudops.signal"
+WINDOW_TAG = "fraudops.window_id"
+MONITORING_RUN_TAG = "fraudops.monitoring_run"
+BATCH_DAYS_TAG = "fraudops.batch_days"
+ADMIN_TIMEOUT_S = 30.0
+
+Launcher = Literal["auto", "event", "direct"]
+Trigger = Literal["event", "direct", "manual"]
+Status = Literal["retrained", "skipped"]
+
+
+@dataclass(frozen=True)
+class RetrainTrigger:
+    """Why retraining is asked for: the monitoring run's signal, window and numbers."""
+
+    signal: str
+    window_id: str
+    monitoring_run_id: str
+    reasons: list[str] = field(default_factory=list)
+    numbers: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """What a retraining run did; ``reason`` says why it stopped where it did."""
+
+    status: Status
+    reason: str
+    version: str | None = None
+    run_id: str | None = None
+    data_version: str | None = None
+    batch_days: list[str] = field(default_factory=list)
+    routing: str | None = None
+
+
+def prefect_server_configured() -> bool:
+    """Whether flows report to a real Prefect server (the one place event triggers run)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
+def request_retraining(trigger: RetrainTrigger, launcher: Launcher = "auto") -> str:
+    """Ask for retraining: an event for the ``retrain`` deployment, or the flow itself.
+
+    Returns how it was asked (and, when run directly, how the run ended).
+    """
+    if launcher == "auto":
+        launcher = "event" if prefect_server_configured() else "direct"
+    if launcher == "event":
+        from prefect.events import emit_event
+
+        event = emit_event(
+            event=DRIFT_EVENT,
+            resource={"prefect.resource.id": MONITOR_RESOURCE},
+            payload=asdict(trigger),
+        )
+        return f"event {event.id}" if event is not None else "event not sent"
+    outcome = retrain_flow(
+        signal=trigger.signal,
+        window_id=trigger.window_id,
+        monitoring_run_id=trigger.monitoring_run_id,
+        trigger="direct",
+    )
+    return f"direct: {outcome.status} ({outcome.reason})"
+
+
+# --- guards ------------------------------------------------------------------------------
+
+
+def _state_dir(settings: Settings) -> Path:
+    folder = settings.home / "retraining"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextmanager
+def exclusive(lock_file: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on LOCK_FILE while inside; yields False when another holds it.
+
+    The operating system drops the lock when its holder dies, so a crash never leaves
+    retraining blocked.
+    """
+    with lock_file.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cooling_down(settings: Settings, now: dt.datetime) -> str | None:
+    """Why a retraining may not start now, or None when the cool-down has passed."""
+    state = _state_dir(settings) / "last-start.json"
+    if not state.exists():
+        return None
+    last = dt.datetime.fromisoformat(json.loads(state.read_text())["started_at"])
+    elapsed = (now - last).total_seconds()
+    if elapsed >= settings.retrain_cooldown_s:
+        return None
+    return (
+        f"cool-down: the last retraining started {elapsed:.0f} s ago, "
+        f"fewer than retrain_cooldown_s = {settings.retrain_cooldown_s:.0f}"
+    )
+
+
+def mark_started(settings: Settings, now: dt.datetime, why: dict[str, str]) -> None:
+    state = _state_dir(settings) / "last-start.json"
+    state.write_text(json.dumps({"started_at": now.isoformat(), **why}, indent=2) + "\n")
+
+
+# --- steps -------------------------------------------------------------------------------
+
+
+@task(name="collect matured traffic", cache_policy=NO_CACHE)
+def collect_batch(settings: Settings, labels_by: dt.datetime) -> pl.DataFrame:
+    engine = open_prediction_log(settings.log_url)
+    try:
+        batch = matured_batch(journal_dir(settings), engine, settings.raw_dir, labels_by)
+    finally:
+        engine.dispose()
+    days = len(_days(batch))
+    get_run_logger().info("%s matured transactions over %d days", f"{batch.height:,}", days)
+    return batch
+
+
+def _days(batch: pl.DataFrame) -> list[str]:
+    return sorted({day.isoformat() for day in batch[TX_DATETIME].dt.date().unique()})
+
+
+@task(name="validate batch", cache_policy=NO_CACHE)
+def validate_batch(batch: pl.DataFrame, staging: Path, max_fraud_rate: float) -> None:
+    """Validate the batch as it will be stored: written and read back in the raw layout."""
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        write_raw(batch, staging)
+        validate_raw(read_raw(staging), max_fraud_rate=max_fraud_rate)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@task(name="record data version", cache_policy=NO_CACHE)
+def add_batch(batch: pl.DataFrame, raw_dir: Path, dvc_file: Path) -> str:
+    """Append the batch's days to the raw data and record (and push) the new DVC version.
+
+    When DVC fails, the days just written are removed again, so the workspace still
+    matches the last recorded version.
+    """
+    written = write_raw(batch, raw_dir)
+    try:
+        version = record_data_version(dvc_file, push=True)
+    except VersioningError:
+        for path in written:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        raise
+    get_run_logger().info("data version %s recorded in %s", version, dvc_file)
+    return version
+
+
+@task(
+    name="shadow the challenger",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAY_S,
+    cache_policy=NO_CACHE,
+)
+def shadow_challenger(settings: Settings) -> str:
+    """Reload serving's models, then shadow all traffic to ``challenger``; its version."""
+    if settings.serving_url is None:
+        return "routing unchanged: no serving_url configured"
+    if settings.admin_api_key is None or not settings.admin_api_key.get_secret_value():
+        raise RuntimeError("switching serving to shadow needs FRAUDOPS_ADMIN_API_KEY")
+    headers = {"X-API-Key": settings.admin_api_key.get_secret_value()}
+    with httpx.Client(base_url=settings.serving_url, timeout=ADMIN_TIMEOUT_S) as client:
+        client.post("/admin/reload", headers=headers).raise_for_status()
+        current = client.get("/v1/models").raise_for_status().json()
+        configured = RoutingConfig.model_validate(current["routing"]["configured"])
+        shadowed = RoutingConfig(
+            mode=CHAMPION, shadow=ShadowPolicy(alias=CHALLENGER), salt=configured.salt
+        )
+        client.put(
+            "/admin/routing", headers=headers, json=shadowed.model_dump(mode="json")
+        ).raise_for_status()
+        models = client.get("/v1/models").raise_for_status().json()["models"]
+    version = next(model["version"] for model in models if model["alias"] == CHALLENGER)
+    get_run_logger().info("serving shadows version %s (%s)", version, CHALLENGER)
+    return f"shadow: {CHALLENGER} version {version}"
+
+
+@flow(name="retraining")
+def retrain_flow(
+    signal: str = "manual",
+    window_id: str = "",
+    monitoring_run_id: str = "",
+    trigger: Trigger = "manual",
+    params_path: Path | None = None,
+    project: Path | None = None,
+) -> RetrainOutcome:
+    """Retrain on the traffic whose labels have matured, then shadow the new challenger.
+
+    SIGNAL, WINDOW_ID and MONITORING_RUN_ID say why (they become tags of the training run);
+    TRIGGER says what launched it. PROJECT is the repository holding ``data.dvc``
+    (default: the working directory).
+    """
+    settings = get_settings()
+    logger = get_run_logger()
+    project = project or Path.cwd()
+    with exclusive(_state_dir(settings) / "lock") as acquired:
+        if not acquired:
+            logger.info("skipped: another retraining is in flight")
+            return RetrainOutcome("skipped", "another retraining is in flight")
+        now = dt.datetime.now(dt.UTC)
+        if reason := cooling_down(settings, now):
+            logger.info("skipped: %s", reason)
+            return RetrainOutcome("skipped", reason)
+        batch = collect_batch(settings, now)
+        if batch.is_empty():
+            reason = "no new day of traffic has all its labels yet"
+            logger.info("skipped: %s", reason)
+            return RetrainOutcome("skipped", reason)
+        days = _days(batch)
+        why = {
+            TRIGGER_TAG: trigger,
+            SIGNAL_TAG: signal,
+            WINDOW_TAG: window_id,
+            MONITORING_RUN_TAG: monitoring_run_id,
+            BATCH_DAYS_TAG: f"{days[0]}..{days[-1]}",
+        }
+        mark_started(settings, now, why)
+        params = load_params(params_path or settings.params_path)
+        validate_batch(batch, _state_dir(settings) / "staging", params.validate_.max_fraud_rate)
+        data_version = add_batch(batch, settings.raw_dir, project / DATA_DVC_FILE)
+        trained = training_flow(tags=why, params_path=params_path, project=project)
+        routing = shadow_challenger(settings)
+    return RetrainOutcome(
+        status="retrained",
+        reason=f"{signal} in window {window_id or '-'}: {len(days)} new days",
+        version=trained.version,
+        run_id=trained.run_id,
+        data_version=data_version,
+        batch_days=days,
+        routing=routing,
+    )

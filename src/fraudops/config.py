@@ -1,0 +1,279 @@
+"""Settings and parameters, each from one place.
+
+* ``Settings`` — where things run (paths, URIs, secrets). Read from the environment
+  (prefix ``FRAUDOPS_``) or a ``.env`` file; see ``.env.example``.
+* ``Params`` — what the pipeline computes with. Read from ``params.yaml``, the file DVC
+  tracks, so a changed value re-runs exactly the stages that read it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Scenario = Literal["none", "amount_shift", "new_fraud_pattern"]
+
+
+class Settings(BaseSettings):
+    """Runtime settings; every field can be set as ``FRAUDOPS_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUDOPS_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path(".fraudops"), description="Local state: databases, caches, logs.")
+    data_dir: Path = Path("data")
+    params_path: Path = Path("params.yaml")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="Defaults to a SQLite file under `home`."
+    )
+    experiment_name: str = "fraudops"
+    model_name: str = "fraud-detector"
+    prefect_api_url: str | None = None
+    admin_api_key: SecretStr | None = None
+    id_hash_salt: SecretStr = SecretStr("fraudops-dev-salt")
+    require_services: bool = Field(
+        False, description="Tests of PostgreSQL/Redis backends fail instead of skipping."
+    )
+    routing_path: Path = Field(Path("routing.yaml"), description="The A/B and shadow policy.")
+    monitoring_workspace: Path = Field(
+        Path("monitoring/workspace"), description="The Evidently workspace the UI serves."
+    )
+    monitoring_reports_dir: Path = Field(
+        Path("monitoring/reports"), description="HTML and JSON of each monitoring run."
+    )
+    prediction_log_url: str | None = Field(
+        None, description="SQLAlchemy URL of the prediction/label log; SQLite under `home`."
+    )
+    prediction_log_batch_size: int = Field(500, gt=0)
+    prediction_log_flush_interval_s: float = Field(0.5, gt=0)
+    prediction_log_queue_size: int = Field(20_000, gt=0)
+    prediction_log_enqueue_timeout_s: float = Field(
+        1.0, ge=0, description="How long a served row waits for queue room before a 503."
+    )
+    online_store_url: str | None = Field(
+        None, description="Online feature state: sqlite:///… or redis://…; SQLite under `home`."
+    )
+    online_store_namespace: str = Field("fraudops", description="Prefix of Redis keys.")
+    model_cache_dir: Path | None = Field(
+        None, description="Downloaded models, loaded when the registry is away; under `home`."
+    )
+    model_poll_interval_s: float = Field(
+        30.0, gt=0, description="How often serving asks the registry for new alias versions."
+    )
+    serving_url: str | None = Field(
+        None, description="The scoring API retraining switches to shadow; none: left alone."
+    )
+    retrain_cooldown_s: float = Field(
+        6 * 3600.0, ge=0, description="After a retraining starts, later triggers are skipped."
+    )
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI, the embedded SQLite store unless one is set."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def log_url(self) -> str:
+        """The prediction/label log database, a SQLite file under `home` unless one is set."""
+        if self.prediction_log_url:
+            return self.prediction_log_url
+        return f"sqlite:///{(self.home / 'predictions.db').resolve()}"
+
+    @property
+    def feature_store_url(self) -> str:
+        """The online feature store, a SQLite file under `home` unless one is set."""
+        if self.online_store_url:
+            return self.online_store_url
+        return f"sqlite:///{(self.home / 'online-features.db').resolve()}"
+
+    @property
+    def model_cache(self) -> Path:
+        """Where serving keeps downloaded models: `home`/model-cache unless set."""
+        return self.model_cache_dir or self.home / "model-cache"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimulateParams(_Section):
+    customers: int = Field(5000, gt=0)
+    terminals: int = Field(10000, gt=0)
+    days: int = Field(183, gt=0)
+    start: dt.date = dt.date(2018, 4, 1)
+    seed: int = 42
+    scenario: Scenario = "none"
+
+
+class FeatureParams(_Section):
+    customer_windows_days: tuple[int, ...] = (1, 7, 30)
+    terminal_windows_days: tuple[int, ...] = (1, 7, 30)
+    label_delay_days: int = Field(7, ge=1)  # 0 would leak same-day labels
+    night_last_hour: int = Field(6, ge=0, le=23)
+
+
+class ValidateParams(_Section):
+    max_fraud_rate: float = Field(0.5, gt=0, le=1)
+
+
+ModelFamily = Literal["logistic_regression", "random_forest", "xgboost"]
+HyperValue = int | float | str | None
+
+
+class CandidateGrid(_Section):
+    """One model family's search space: fixed settings plus a grid to cross.
+
+    ``positive_weight`` (a number, or ``"balanced"`` for n_negative / n_positive of the
+    training data) is the class-imbalance knob, mapped to each family's native setting.
+    """
+
+    fixed: dict[str, HyperValue] = {}
+    grid: dict[str, list[HyperValue]] = {}
+
+
+def _default_candidates() -> dict[ModelFamily, CandidateGrid]:
+    return {
+        "logistic_regression": CandidateGrid(
+            fixed={"max_iter": 1000, "C": 0.1}, grid={"positive_weight": [1, 10]}
+        ),
+        "random_forest": CandidateGrid(
+            fixed={"n_estimators": 100, "max_depth": 20, "max_features": "sqrt"},
+            grid={"positive_weight": [1]},
+        ),
+        "xgboost": CandidateGrid(
+            fixed={
+                "n_estimators": 300,
+                "learning_rate": 0.05,
+                "max_bin": 4096,
+                "subsample": 0.8,
+                "colsample_bytree": 0.8,
+                "positive_weight": 1,
+            },
+            grid={"max_depth": [3, 4]},
+        ),
+    }
+
+
+class TrainParams(_Section):
+    """Splitting, candidate models and the cost model (see docs/model-quality.md)."""
+
+    train_days: int = Field(7, gt=0)
+    delay_days: int = Field(7, ge=0, description="Label delay: days between train and test.")
+    test_days: int = Field(7, gt=0)
+    validation_folds: int = Field(4, gt=0)
+    test_start: dt.date | None = Field(
+        None, description="First test day; None means the last `test_days` days of the data."
+    )
+    seed: int = 0
+    n_jobs: int = Field(2, gt=0)
+    top_k: int = Field(100, gt=0, description="Cards an investigator checks per day.")
+    cost_missed_fraud: float = Field(100.0, gt=0)
+    cost_false_alarm: float = Field(5.0, gt=0)
+    candidates: dict[ModelFamily, CandidateGrid] = Field(default_factory=_default_candidates)
+    selection_tolerance: float = Field(
+        0.005, ge=0, description="Validation AP within which the cheapest model to serve wins."
+    )
+
+
+class PromoteParams(_Section):
+    """The holdout gate between challenger and champion.
+
+    ``tolerance`` maps each gating metric (a key of ``fraudops.evaluate.evaluate``, higher is
+    better) to how far the challenger may fall below the champion and still replace it: a
+    small allowance keeps models fresh without trading away measurable quality.
+    """
+
+    tolerance: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: {"average_precision": 0.005, "card_precision_at_100": 0.005},
+        min_length=1,
+    )
+
+
+#: The A/B metrics with a closed-form sample size: ratios of counts (see fraudops.abtest).
+ProportionMetric = Literal["precision", "recall", "fraud_caught_per_1000"]
+
+
+class ABParams(_Section):
+    """Live evidence: the A/B test and the shadow comparison (see docs/experiments.md).
+
+    ``min_detectable_lift`` is relative (0.1: the treatment 10% above the control on the
+    primary metric); with ``alpha`` and ``power`` it fixes the sample the test waits for.
+    ``min_sample`` and ``min_frauds`` are floors below which no verdict is given at all.
+    """
+
+    control_arm: str = "champion"
+    treatment_arm: str = "challenger"
+    primary_metric: ProportionMetric = "recall"
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    power: float = Field(0.8, gt=0.5, lt=1)
+    min_detectable_lift: float = Field(0.1, gt=0)
+    min_sample: int = Field(1000, gt=0, description="Labelled transactions per arm.")
+    min_frauds: int = Field(20, gt=0, description="Labelled frauds per arm.")
+    bootstrap_resamples: int = Field(1000, ge=100)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _two_arms(self) -> ABParams:
+        if self.control_arm == self.treatment_arm:
+            raise ValueError(f"control_arm and treatment_arm are both {self.control_arm!r}")
+        return self
+
+
+class MonitorParams(_Section):
+    """Drift tests on a window of logged traffic and the thresholds of the decision.
+
+    See docs/monitoring.md for what each number means and how the defaults were chosen.
+    ``max_relative_drop`` maps a metric of ``fraudops.evaluate.evaluate`` (higher is better)
+    to how far below its training-time value it may fall before the window counts as
+    decayed: 0.2 means a realised value under 80 % of the training-time one.
+    """
+
+    sample_size: int = Field(20_000, gt=0, description="Rows of a window the drift tests see.")
+    seed: int = 0
+    min_rows: int = Field(1000, gt=0, description="Fewer valid rows: insufficient_data.")
+    min_labelled_rows: int = Field(1000, gt=0)
+    min_labelled_frauds: int = Field(100, gt=0)
+    min_reference_frauds: int = Field(50, gt=0, description="To calibrate the estimate.")
+    column_drift_threshold: float = Field(0.1, gt=0, description="Per-feature distance.")
+    drifted_share: float = Field(0.2, gt=0, le=1)
+    score_drift_threshold: float = Field(0.1, gt=0)
+    target_p_value: float = Field(0.001, gt=0, lt=1)
+    target_rate_ratio: float = Field(1.5, gt=1)
+    max_relative_drop: dict[str, Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: {"average_precision": 0.2, "recall": 0.2, "roc_auc": 0.1},
+        min_length=1,
+    )
+
+
+class Params(_Section):
+    simulate: SimulateParams = SimulateParams()
+    features: FeatureParams = FeatureParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    train: TrainParams = TrainParams()
+    promote: PromoteParams = PromoteParams()
+    ab: ABParams = ABParams()
+    monitor: MonitorParams = MonitorParams()
+
+
+def load_params(path: Path | None = None) -> Params:
+    """Parse ``params.yaml``; an unknown key is an error, not a silent default."""
+    path = path or get_settings().params_path
+    raw = yaml.safe_load(path.read_text()) or {}
+    return Params.model_validate(raw)

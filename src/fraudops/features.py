@@ -1,0 +1,378 @@
+"""Feature definitions: one spec, computed offline over a frame and online from entity state.
+
+Windows are whole calendar days (see docs/features.md). That choice lets serving keep, per
+customer and per terminal, one small bucket per day and reproduce the offline values exactly
+by summing a bounded number of buckets, instead of replaying raw transactions.
+
+Both paths read the same ``DayWindow`` objects and do the same integer arithmetic: amounts are
+summed as integer cents and every ratio is a single float division of two exact integers, so
+the result does not depend on summation order and served values equal offline ones bit for bit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple, TypeVar
+
+import polars as pl
+
+from fraudops.config import FeatureParams
+from fraudops.schema import (
+    CUSTOMER_ID,
+    TERMINAL_ID,
+    TRANSACTION_ID,
+    TX_AMOUNT,
+    TX_DATETIME,
+    TX_FRAUD,
+)
+
+TX_DURING_WEEKEND = "tx_during_weekend"
+TX_DURING_NIGHT = "tx_during_night"
+
+#: ISO weekday numbers (Monday = 1) of Saturday and Sunday.
+WEEKEND_ISO_WEEKDAYS = (6, 7)
+CENTS_PER_UNIT = 100
+#: Day numbers count whole days since this date, as Polars stores a Date.
+DAY_ZERO = dt.date(1970, 1, 1)
+
+#: Columns `build_features` keeps next to the features: keys, time and the label.
+KEY_COLUMNS = (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_FRAUD)
+
+# Working columns of build_features; none reaches its output.
+_DAY = "_day"
+_CENTS = "_cents"
+_ROW = "_row"
+_ONE = "_one"
+_VALUE_THROUGH_SELF = "_value_through_self"
+_ROWS_THROUGH_TODAY = "_rows_through_today"
+_KEY = "_entity_day"
+
+
+def customer_nb_tx_column(window_days: int) -> str:
+    return f"customer_nb_tx_{window_days}d"
+
+
+def customer_avg_amount_column(window_days: int) -> str:
+    return f"customer_avg_amount_{window_days}d"
+
+
+def terminal_nb_tx_column(window_days: int) -> str:
+    return f"terminal_nb_tx_{window_days}d"
+
+
+def terminal_risk_column(window_days: int) -> str:
+    return f"terminal_risk_{window_days}d"
+
+
+def feature_columns(params: FeatureParams) -> list[str]:
+    """Model input columns, in the order models are trained and served with."""
+    customer = [
+        name(w)
+        for w in params.customer_windows_days
+        for name in (customer_nb_tx_column, customer_avg_amount_column)
+    ]
+    terminal = [
+        name(w)
+        for w in params.terminal_windows_days
+        for name in (terminal_nb_tx_column, terminal_risk_column)
+    ]
+    return [TX_AMOUNT, TX_DURING_WEEKEND, TX_DURING_NIGHT, *customer, *terminal]
+
+
+# --- the spec: which days each window reads -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DayWindow:
+    """``length_days`` consecutive days whose newest is ``lag_days`` before the transaction's day.
+
+    The lag is what keeps a window point-in-time correct: a terminal's window ends on the
+    newest day whose labels are all known, never on a day whose labels are still arriving.
+    """
+
+    lag_days: int
+    length_days: int
+
+    def days(self, day: int) -> range:
+        """The day numbers this window reads for a transaction on ``day``, oldest first."""
+        newest = day - self.lag_days
+        return range(newest - self.length_days + 1, newest + 1)
+
+
+def customer_window(window_days: int) -> DayWindow:
+    """Days D-w+1 … D; on day D itself only transactions up to the current one count."""
+    return DayWindow(lag_days=0, length_days=window_days)
+
+
+def label_known_day(day: int, params: FeatureParams) -> int:
+    """The first day on which the labels of a day's transactions are all known.
+
+    Labels arrive in daily batches: those of day X are all in by the start of day X + d
+    (``label_delay_days``), never sooner, so day X feeds terminal windows from then on.
+    """
+    return day + params.label_delay_days
+
+
+def terminal_window(window_days: int, params: FeatureParams) -> DayWindow:
+    """Days D-d-w+1 … D-d: the w newest whole days whose labels are all known on day D."""
+    return DayWindow(lag_days=label_known_day(0, params), length_days=window_days)
+
+
+def _span(windows: Iterable[DayWindow], day: int) -> range:
+    """The smallest run of days covering every window, for one fetch from a store."""
+    ranges = [window.days(day) for window in windows]
+    return range(min(r.start for r in ranges), max(r.stop for r in ranges))
+
+
+def customer_bucket_days(day: int, params: FeatureParams) -> range:
+    """Customer buckets a transaction on ``day`` reads; older buckets are never read again."""
+    return _span((customer_window(w) for w in params.customer_windows_days), day)
+
+
+def terminal_bucket_days(day: int, params: FeatureParams) -> range:
+    """Terminal buckets a transaction on ``day`` reads; older buckets are never read again."""
+    return _span((terminal_window(w, params) for w in params.terminal_windows_days), day)
+
+
+# --- online: per-entity day buckets ---------------------------------------------------------
+
+
+class CustomerBucket(NamedTuple):
+    """One customer's transactions on one day, seen so far."""
+
+    nb_tx: int = 0
+    amount_cents: int = 0
+
+    def with_transaction(self, amount_cents: int) -> CustomerBucket:
+        return CustomerBucket(self.nb_tx + 1, self.amount_cents + amount_cents)
+
+
+class TerminalBucket(NamedTuple):
+    """One terminal's transactions on one day; ``nb_fraud`` grows as labels arrive."""
+
+    nb_tx: int = 0
+    nb_fraud: int = 0
+
+    def with_transaction(self) -> TerminalBucket:
+        return TerminalBucket(self.nb_tx + 1, self.nb_fraud)
+
+    def with_fraud(self) -> TerminalBucket:
+        return TerminalBucket(self.nb_tx, self.nb_fraud + 1)
+
+
+Bucket = TypeVar("Bucket", CustomerBucket, TerminalBucket)
+
+
+def day_number(timestamp: dt.datetime) -> int:
+    """The calendar day (UTC) of a timestamp as days since 1970-01-01; naive means UTC."""
+    return (_as_naive_utc(timestamp).date() - DAY_ZERO).days
+
+
+def amount_to_cents(amount: float) -> int:
+    """Amounts carry two decimals; as integer cents their sums are exact in any order."""
+    return round(amount * CENTS_PER_UNIT)
+
+
+def prune(buckets: Mapping[int, Bucket], keep_days: range) -> dict[int, Bucket]:
+    """Drop buckets older than ``keep_days``; newer ones stay (later transactions need them)."""
+    return {day: bucket for day, bucket in buckets.items() if day >= keep_days.start}
+
+
+def _total(buckets: Mapping[int, Bucket], days: range, empty: Bucket) -> tuple[int, int]:
+    """Field-wise sums of the buckets of ``days``; a day without a bucket adds nothing."""
+    present = [buckets.get(day, empty) for day in days]
+    return sum(bucket[0] for bucket in present), sum(bucket[1] for bucket in present)
+
+
+def customer_features(
+    buckets: Mapping[int, CustomerBucket], day: int, amount_cents: int, params: FeatureParams
+) -> dict[str, float]:
+    """Customer features of a transaction from the buckets as they were just before it.
+
+    The transaction itself is added here, so the caller records it only afterwards.
+    """
+    features: dict[str, float] = {}
+    for w in params.customer_windows_days:
+        nb_tx, cents = _total(buckets, customer_window(w).days(day), CustomerBucket())
+        nb_tx, cents = nb_tx + 1, cents + amount_cents
+        features[customer_nb_tx_column(w)] = float(nb_tx)
+        features[customer_avg_amount_column(w)] = cents / (CENTS_PER_UNIT * nb_tx)
+    return features
+
+
+def terminal_features(
+    buckets: Mapping[int, TerminalBucket], day: int, params: FeatureParams
+) -> dict[str, float]:
+    """Terminal features of a transaction on ``day``; only matured days are read."""
+    features: dict[str, float] = {}
+    for w in params.terminal_windows_days:
+        nb_tx, nb_fraud = _total(buckets, terminal_window(w, params).days(day), TerminalBucket())
+        features[terminal_nb_tx_column(w)] = float(nb_tx)
+        features[terminal_risk_column(w)] = nb_fraud / nb_tx if nb_tx else 0.0
+    return features
+
+
+def transaction_features(
+    tx_datetime: dt.datetime,
+    tx_amount: float,
+    customer_buckets: Mapping[int, CustomerBucket],
+    terminal_buckets: Mapping[int, TerminalBucket],
+    params: FeatureParams,
+) -> dict[str, float]:
+    """All model inputs of one incoming transaction, keyed and ordered as `feature_columns`."""
+    timestamp = _as_naive_utc(tx_datetime)
+    day = day_number(timestamp)
+    return {
+        TX_AMOUNT: float(tx_amount),
+        TX_DURING_WEEKEND: float(timestamp.isoweekday() in WEEKEND_ISO_WEEKDAYS),
+        TX_DURING_NIGHT: float(timestamp.hour <= params.night_last_hour),
+        **customer_features(customer_buckets, day, amount_to_cents(tx_amount), params),
+        **terminal_features(terminal_buckets, day, params),
+    }
+
+
+def _as_naive_utc(timestamp: dt.datetime) -> dt.datetime:
+    if timestamp.tzinfo is None:
+        return timestamp
+    return timestamp.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+# --- offline: the whole frame at once -------------------------------------------------------
+#
+# Per entity, the transactions are sorted by (entity, transaction_id); then every window is a
+# run of consecutive rows: the rows after the end of day D-k_old, up to the end of day D-k_new
+# (terminals) or up to the transaction itself (customers). So each window total is the
+# difference of two running totals, read at row positions. The position of "the end of day
+# D-k" is the end of day D less a rolling count of the entity's rows on its last k days, over
+# a key that orders like (entity, day). No group-by, no join, and days without transactions
+# need no rows.
+
+
+def build_features(raw: pl.DataFrame, params: FeatureParams) -> pl.DataFrame:
+    """Features of every transaction in ``raw``, with its keys and label, by transaction_id."""
+    transactions = (
+        raw.lazy()
+        .select(TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_AMOUNT, TX_FRAUD)
+        .sort(TRANSACTION_ID)
+        .with_columns(
+            pl.col(TX_DATETIME).dt.date().cast(pl.Int32).alias(_DAY),
+            (pl.col(TX_AMOUNT) * CENTS_PER_UNIT).round().cast(pl.Int64).alias(_CENTS),
+        )
+    )
+    parts = [
+        transactions.select(*KEY_COLUMNS, TX_AMOUNT, *_calendar_features(params)),
+        _customer_features(transactions, params),
+        _terminal_features(transactions, params),
+    ]
+    columns = feature_columns(params)
+    return (
+        pl.concat(parts, how="horizontal")
+        .select(*KEY_COLUMNS, pl.col(columns).cast(pl.Float64))
+        .collect(engine="in-memory")
+    )
+
+
+def _calendar_features(params: FeatureParams) -> list[pl.Expr]:
+    timestamp = pl.col(TX_DATETIME).dt
+    return [
+        timestamp.weekday().is_in(WEEKEND_ISO_WEEKDAYS).alias(TX_DURING_WEEKEND),
+        (timestamp.hour() <= params.night_last_hour).alias(TX_DURING_NIGHT),
+    ]
+
+
+def _by_entity(
+    transactions: pl.LazyFrame, entity: str, value: str, edges: set[int]
+) -> pl.LazyFrame:
+    """The rows sorted by entity, in transaction_id order, with running totals at day edges.
+
+    For each k in ``edges`` it adds how many rows come up to the end of day D-k of the row's
+    entity, D being the row's day, and the sum of ``value`` over those rows. The counts
+    include the rows of earlier entities: they cancel out in every difference.
+    """
+    first_day, last_day = pl.col(_DAY).min(), pl.col(_DAY).max()
+    # Keys of consecutive entities lie further apart than any window reaches back.
+    span = (last_day - first_day + max(edges) + 1).cast(pl.Int64)
+    key = pl.col(entity).rle_id().cast(pl.Int64) * span + (pl.col(_DAY) - first_day)
+    day_ends_here = (pl.col(_KEY) != pl.col(_KEY).shift(-1)).fill_null(True)
+    rows_through_today = pl.when(day_ends_here).then(_rows_through_self()).backward_fill()
+    return (
+        transactions.select(
+            pl.int_range(pl.len(), dtype=pl.get_index_type()).alias(_ROW), entity, _DAY, value
+        )
+        .sort(entity, maintain_order=True)
+        .with_columns(
+            key.alias(_KEY),
+            pl.lit(1, dtype=pl.Int64).alias(_ONE),
+            pl.col(value).cast(pl.Int64).cum_sum().alias(_VALUE_THROUGH_SELF),
+        )
+        .with_columns(rows_through_today.alias(_ROWS_THROUGH_TODAY))
+        .with_columns(
+            (pl.col(_ROWS_THROUGH_TODAY) - pl.col(_ONE).rolling_sum_by(_KEY, f"{k}i")).alias(
+                _rows(k)
+            )
+            for k in edges
+        )
+        .with_columns(
+            pl.when(pl.col(_rows(k)) > 0)
+            .then(pl.col(_VALUE_THROUGH_SELF).gather((pl.col(_rows(k)) - 1).clip(0)))
+            .otherwise(0)
+            .alias(_value(k))
+            for k in edges
+        )
+    )
+
+
+def _rows_through_self() -> pl.Expr:
+    return pl.int_range(1, pl.len() + 1, dtype=pl.Int64)
+
+
+def _rows(days_back: int) -> str:
+    return f"_rows_through_{days_back}"
+
+
+def _value(days_back: int) -> str:
+    return f"_value_through_{days_back}"
+
+
+def _in_transaction_order(by_entity: pl.LazyFrame, columns: list[pl.Expr]) -> pl.LazyFrame:
+    return by_entity.select(_ROW, *columns).sort(_ROW).drop(_ROW)
+
+
+def _customer_features(transactions: pl.LazyFrame, params: FeatureParams) -> pl.LazyFrame:
+    """Rows after the end of day D-w, through the transaction itself."""
+    # The window's newest edge is the transaction itself, not the end of its day.
+    oldest = {w: _edges(customer_window(w))[1] for w in params.customer_windows_days}
+    by_customer = _by_entity(transactions, CUSTOMER_ID, _CENTS, set(oldest.values()))
+    columns = []
+    for w, edge in oldest.items():
+        nb_tx = _rows_through_self() - pl.col(_rows(edge))
+        cents = pl.col(_VALUE_THROUGH_SELF) - pl.col(_value(edge))
+        columns += [
+            nb_tx.alias(customer_nb_tx_column(w)),
+            (cents / (nb_tx * CENTS_PER_UNIT)).alias(customer_avg_amount_column(w)),
+        ]
+    return _in_transaction_order(by_customer, columns)
+
+
+def _terminal_features(transactions: pl.LazyFrame, params: FeatureParams) -> pl.LazyFrame:
+    """Rows after the end of day D-d-w, through the end of day D-d."""
+    windows = {w: terminal_window(w, params) for w in params.terminal_windows_days}
+    edges = {k for window in windows.values() for k in _edges(window)}
+    by_terminal = _by_entity(transactions, TERMINAL_ID, TX_FRAUD, edges)
+    columns = []
+    for w, window in windows.items():
+        newest, oldest = _edges(window)
+        nb_tx = pl.col(_rows(newest)) - pl.col(_rows(oldest))
+        nb_fraud = pl.col(_value(newest)) - pl.col(_value(oldest))
+        columns += [
+            nb_tx.alias(terminal_nb_tx_column(w)),
+            pl.when(nb_tx > 0).then(nb_fraud / nb_tx).otherwise(0.0).alias(terminal_risk_column(w)),
+        ]
+    return _in_transaction_order(by_terminal, columns)
+
+
+def _edges(window: DayWindow) -> tuple[int, int]:
+    """Days back from D of the last day in the window and of the last day before it."""
+    return window.lag_days, window.lag_days + window.length_days

@@ -1,0 +1,478 @@
+"""Serving's models: loaded by alias from the registry, held in memory, swapped as a whole.
+
+Public API (what serving calls)::
+
+    models = ModelSet(settings)              # aliases champion and challenger
+    models.load()                            # at start; the disk cache stands in for an
+                                             # unreachable registry (never raises for that)
+    models.start_polling()                   # refresh every settings.model_poll_interval_s
+    snapshot = models.snapshot               # immutable: hold it for the whole request
+    model = snapshot.get("champion")         # LoadedModel, or None when not loaded
+    row = model.row(features)                # numpy row in the model's own input order
+    score = model.score(row); alert = model.decide(score)
+    model.contributions(row)                 # ?explain=true
+    models.refresh()                         # POST /admin/reload (blocking: run it off the
+                                             # event loop); raises ModelLoadError, keeps models
+    models.status()                          # for /ready and /v1/models
+    models.stop()
+
+Scoring calls the native estimator (an XGBoost booster's ``inplace_predict`` or scikit-learn's
+``predict_proba``) on one numpy row with one thread: no pyfunc wrapper, no pandas frame, and
+no thread pool spinning against the web server for the same two cores.
+
+A refresh builds a new `ModelSnapshot` and publishes it with one reference assignment, so a
+request that took the old snapshot finishes on the old models while new requests see the
+new ones, and a request never mixes the two. Only aliases whose version changed are loaded
+again. A refresh that fails anywhere publishes nothing: the old snapshot stays and the error
+is kept for `status`.
+
+Every model is downloaded into ``<model cache>/<name>/<alias>/<version>/`` with a manifest
+before it is loaded, and ``<alias>/latest`` names the last version that loaded. When the
+registry cannot be reached at start, those cached versions serve, marked ``from_cache``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+import numpy as np
+import xgboost as xgb
+from mlflow import MlflowClient
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import Pipeline
+
+from fraudops.config import Settings
+from fraudops.registry import CHALLENGER, CHAMPION, configure_mlflow, outage_named, version_by_alias
+from fraudops.training import NativeModel, load_logged_model
+
+logger = logging.getLogger(__name__)
+
+#: The key of the intercept (bias) term in `LoadedModel.contributions`.
+BIAS = "bias"
+MANIFEST_FILE = "manifest.json"
+LATEST_FILE = "latest"
+MODEL_FOLDER = "model"
+
+#: The scale contributions add up on: log-odds (XGBoost margin, logistic regression logit)
+#: or probability (a random forest's averaged leaf values).
+ContributionScale = Literal["log_odds", "probability"]
+
+
+class ModelLoadError(RuntimeError):
+    """Models could not be refreshed from the registry; the loaded ones stay in service."""
+
+
+# --- one model ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """One registered version in memory, with what serving needs to use and report it."""
+
+    name: str
+    version: str
+    alias: str
+    run_id: str | None
+    family: str
+    threshold: float
+    feature_names: tuple[str, ...]
+    estimator: NativeModel = field(repr=False)
+    #: True when this model came from the disk cache because the registry was away.
+    from_cache: bool = False
+    loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    def __post_init__(self) -> None:
+        _single_threaded(self.estimator)
+
+    @property
+    def contribution_scale(self) -> ContributionScale:
+        return "probability" if isinstance(self.estimator, RandomForestClassifier) else "log_odds"
+
+    def row(self, features: Mapping[str, float]) -> np.ndarray:
+        """FEATURES as a float64 row in this model's input order (KeyError names a gap)."""
+        return np.array([features[name] for name in self.feature_names], dtype=np.float64)
+
+    def score(self, row: np.ndarray) -> float:
+        """The fraud probability of one row."""
+        return float(self.scores(row.reshape(1, -1))[0])
+
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        """Fraud probabilities of a matrix of rows (a batch request)."""
+        if isinstance(self.estimator, xgb.Booster):
+            return self.estimator.inplace_predict(rows)
+        return self.estimator.predict_proba(rows)[:, 1]
+
+    def decide(self, score: float) -> bool:
+        """Alert when the score reaches the threshold chosen in training (same rule)."""
+        return score >= self.threshold
+
+    def contributions(self, row: np.ndarray) -> dict[str, float]:
+        """Each input's share of this row's score, plus `BIAS`; they sum to the score on
+        `contribution_scale`.
+
+        XGBoost: exact tree SHAP values of the margin. Logistic regression: coefficient times
+        the standardised input, bias the intercept. Random forest: each tree's path
+        decomposition (the change in leaf probability at every split, credited to the split's
+        feature), averaged over trees; bias is the mean root probability.
+        """
+        x = row.reshape(1, -1)
+        if isinstance(self.estimator, xgb.Booster):
+            values = self.estimator.predict(xgb.DMatrix(x, nthread=1), pred_contribs=True)[0]
+        elif isinstance(self.estimator, Pipeline):
+            values = _linear_contributions(self.estimator, x)
+        else:
+            values = _forest_contributions(self.estimator, x)
+        return dict(zip((*self.feature_names, BIAS), map(float, values), strict=True))
+
+
+def _single_threaded(estimator: NativeModel) -> None:
+    """One thread per prediction: on a small box, predictor threads fight the server's."""
+    if isinstance(estimator, xgb.Booster):
+        estimator.set_param({"nthread": 1})
+    elif isinstance(estimator, RandomForestClassifier):
+        estimator.n_jobs = 1
+
+
+def _linear_contributions(pipeline: Pipeline, x: np.ndarray) -> np.ndarray:
+    transformed = pipeline[:-1].transform(x)[0]
+    linear = pipeline[-1]
+    return np.append(linear.coef_[0] * transformed, linear.intercept_[0])
+
+
+def _forest_contributions(forest: RandomForestClassifier, x: np.ndarray) -> np.ndarray:
+    totals = np.zeros(x.shape[1] + 1)
+    for tree in forest.estimators_:
+        structure = tree.tree_
+        # Node ids grow from root to leaf, so the sorted path is the walk down the tree.
+        path = np.sort(tree.decision_path(x).indices)
+        value = structure.value[path, 0, :]
+        fraud = value[:, 1] / value.sum(axis=1)
+        np.add.at(totals, structure.feature[path[:-1]], np.diff(fraud))
+        totals[-1] += fraud[0]
+    return totals / len(forest.estimators_)
+
+
+# --- a consistent set of models -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """The models by alias at one moment; never changes once published."""
+
+    models: Mapping[str, LoadedModel] = field(default_factory=lambda: MappingProxyType({}))
+    published_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    def get(self, alias: str) -> LoadedModel | None:
+        return self.models.get(alias)
+
+    def __getitem__(self, alias: str) -> LoadedModel:
+        return self.models[alias]
+
+    def __contains__(self, alias: object) -> bool:
+        return alias in self.models
+
+
+@dataclass(frozen=True)
+class ModelSetStatus:
+    """What ``/ready`` and ``/v1/models`` report about model loading."""
+
+    model_name: str
+    registry_uri: str
+    wanted: tuple[str, ...]
+    loaded: dict[str, str]  # alias -> version
+    from_cache: tuple[str, ...]
+    missing: tuple[str, ...]
+    last_refresh_at: dt.datetime | None
+    last_error: str | None
+    last_error_at: dt.datetime | None
+
+    @property
+    def registry_reachable(self) -> bool:
+        """Whether the latest attempt to reach the registry succeeded."""
+        if self.last_error_at is None:
+            return self.last_refresh_at is not None
+        return self.last_refresh_at is not None and self.last_refresh_at > self.last_error_at
+
+
+class ModelSet:
+    """The models serving uses, by alias, refreshed from the registry and published whole."""
+
+    def __init__(self, settings: Settings, aliases: Sequence[str] = (CHAMPION, CHALLENGER)) -> None:
+        self.settings = settings
+        self.name = settings.model_name
+        self.aliases = tuple(aliases)
+        self.cache = ModelCache(settings.model_cache / self.name)
+        self._snapshot = ModelSnapshot()
+        self._client: MlflowClient | None = None
+        self._refresh_lock = threading.Lock()
+        self._last_refresh_at: dt.datetime | None = None
+        self._last_error: str | None = None
+        self._last_error_at: dt.datetime | None = None
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    @property
+    def snapshot(self) -> ModelSnapshot:
+        """The current models; take it once per request and use only it."""
+        return self._snapshot
+
+    def load(self) -> ModelSnapshot:
+        """Load every alias from the registry, or, if that fails, from the disk cache.
+
+        Failing to reach the registry is not raised: it is in `status`, and the poller
+        keeps trying. Aliases found in neither place are listed as missing.
+        """
+        try:
+            return self.refresh()
+        except ModelLoadError:
+            cached = {alias: model for alias in self.aliases if (model := self._cached(alias))}
+            logger.warning("serving %s from the model cache", sorted(cached) or "nothing")
+            self._publish({**cached, **self._snapshot.models})
+            return self._snapshot
+
+    def refresh(self) -> ModelSnapshot:
+        """Ask the registry which version each alias names; load the changed ones; publish.
+
+        Raises `ModelLoadError` when anything fails, after recording it; the previous
+        snapshot then stays in service untouched.
+        """
+        with self._refresh_lock:
+            try:
+                models = self._resolve()
+            except Exception as error:  # Whatever broke, the old models keep serving.
+                self._client = None
+                self._last_error = f"{type(error).__name__}: {error}"
+                self._last_error_at = dt.datetime.now(dt.UTC)
+                raise ModelLoadError(f"could not refresh models: {self._last_error}") from error
+            self._last_refresh_at = dt.datetime.now(dt.UTC)
+            # LoadedModel compares by identity: any reloaded alias makes the sets differ.
+            if models != dict(self._snapshot.models):
+                self._publish(models)
+            return self._snapshot
+
+    def start_polling(self, interval_s: float | None = None) -> None:
+        """Refresh in a background thread every INTERVAL_S (default: the setting)."""
+        if self._poller is not None and self._poller.is_alive():
+            return
+        interval = interval_s or self.settings.model_poll_interval_s
+        self._stop.clear()
+        self._poller = threading.Thread(
+            target=self._poll, args=(interval,), name="model-poller", daemon=True
+        )
+        self._poller.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop polling; a refresh in progress finishes first (up to TIMEOUT_S)."""
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout_s)
+            self._poller = None
+
+    def status(self) -> ModelSetStatus:
+        models = self._snapshot.models
+        return ModelSetStatus(
+            model_name=self.name,
+            registry_uri=self.settings.tracking_uri,
+            wanted=self.aliases,
+            loaded={alias: model.version for alias, model in models.items()},
+            from_cache=tuple(alias for alias, model in models.items() if model.from_cache),
+            missing=tuple(alias for alias in self.aliases if alias not in models),
+            last_refresh_at=self._last_refresh_at,
+            last_error=self._last_error,
+            last_error_at=self._last_error_at,
+        )
+
+    def _poll(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            try:
+                self.refresh()
+            except ModelLoadError as error:
+                logger.warning("%s; keeping the loaded models", error)
+
+    def _publish(self, models: Mapping[str, LoadedModel]) -> None:
+        # One reference assignment: readers see the old snapshot or the new one, never a mix.
+        self._snapshot = ModelSnapshot(MappingProxyType(dict(models)))
+        logger.info("serving %s", {alias: model.version for alias, model in sorted(models.items())})
+
+    def _resolve(self) -> dict[str, LoadedModel]:
+        """The models each alias should have now, reusing loaded ones whose version holds.
+
+        An alias the registry no longer has keeps its loaded model: serving does not drop a
+        model because of a registry edit; routing decides what receives traffic.
+        """
+        if self._client is None:
+            self._client = configure_mlflow(self.settings)
+        current = self._snapshot.models
+        models: dict[str, LoadedModel] = {}
+        for alias in self.aliases:
+            registered = version_by_alias(self._client, self.name, alias)
+            old = current.get(alias)
+            if registered is None:
+                if old is not None:
+                    models[alias] = old
+            elif old is not None and old.version == str(registered.version):
+                models[alias] = (
+                    dataclasses.replace(old, from_cache=False) if old.from_cache else old
+                )
+            else:
+                twins = [*models.values(), *current.values()]
+                models[alias] = self._fetch(
+                    alias, str(registered.version), registered.run_id, twins
+                )
+        return models
+
+    def _fetch(
+        self, alias: str, version: str, run_id: str | None, twins: Sequence[LoadedModel]
+    ) -> LoadedModel:
+        """VERSION for ALIAS: cached on disk first, the estimator shared with a twin alias
+        that already holds the same version (champion and challenger often do)."""
+        uri = self.settings.tracking_uri
+
+        def fetch(target: Path) -> None:
+            if (cached := self.cache.any_folder(version)) is not None:
+                shutil.copytree(cached / MODEL_FOLDER, target)
+                return
+            with outage_named(uri):
+                _download(self.name, version, uri, target)
+
+        folder = self.cache.download(alias, version, run_id, fetch)
+        twin = next((model for model in twins if model.version == version), None)
+        if twin is not None:
+            model = dataclasses.replace(twin, alias=alias, from_cache=False)
+        else:
+            model = _load(folder, self.name, alias, from_cache=False)
+        self.cache.mark_latest(alias, version)
+        return model
+
+    def _cached(self, alias: str) -> LoadedModel | None:
+        folder = self.cache.latest(alias)
+        if folder is None:
+            return None
+        try:
+            return _load(folder, self.name, alias, from_cache=True)
+        except Exception:  # A damaged cache entry must not stop the others from loading.
+            logger.exception("cached %s model at %s does not load", alias, folder)
+            return None
+
+
+def _download(name: str, version: str, uri: str, target: Path) -> None:
+    import mlflow
+
+    # A progress bar per download is noise in a server's log.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{name}/{version}",
+        dst_path=str(target),
+        tracking_uri=uri,
+        registry_uri=uri,
+    )
+
+
+def _load(folder: Path, name: str, alias: str, *, from_cache: bool) -> LoadedModel:
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    estimator, card = load_logged_model(folder / MODEL_FOLDER)
+    return LoadedModel(
+        name=name,
+        version=manifest["version"],
+        alias=alias,
+        run_id=manifest.get("run_id"),
+        family=card.family,
+        threshold=float(card.threshold),
+        feature_names=tuple(card.features),
+        estimator=estimator,
+        from_cache=from_cache,
+    )
+
+
+# --- the disk cache -------------------------------------------------------------------------
+
+
+class ModelCache:
+    """Downloaded model folders per alias and version, and which version loaded last.
+
+    A version folder appears complete or not at all (downloaded beside it, then renamed), and
+    ``latest`` moves only after the version loaded, so a crash mid-download never leaves a
+    cache that points at a broken model.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def folder(self, alias: str, version: str) -> Path:
+        return self.root / alias / version
+
+    def download(
+        self, alias: str, version: str, run_id: str | None, fetch: Callable[[Path], None]
+    ) -> Path:
+        """The folder of VERSION, calling FETCH(model folder) first if it is not cached.
+
+        Several server processes may share the cache: the first to finish renames its
+        download into place, the others discard theirs.
+        """
+        target = self.folder(alias, version)
+        if (target / MANIFEST_FILE).exists():
+            return target
+        partial = target.with_name(f".partial-{version}-{uuid.uuid4().hex[:8]}")
+        try:
+            fetch(partial / MODEL_FOLDER)
+            manifest = {"version": version, "run_id": run_id, "downloaded_at": _now_iso()}
+            (partial / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+            try:
+                os.replace(partial, target)
+            except OSError:
+                if not (target / MANIFEST_FILE).exists():
+                    raise
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+        return target
+
+    def any_folder(self, version: str) -> Path | None:
+        """A complete cached folder of VERSION under any alias."""
+        return next(
+            (path for path in self.root.glob(f"*/{version}") if (path / MANIFEST_FILE).exists()),
+            None,
+        )
+
+    def mark_latest(self, alias: str, version: str) -> None:
+        """Make VERSION the one ALIAS loads from cache; keep the version before it too."""
+        previous = self._latest_version(alias)
+        _write_atomically(self.root / alias / LATEST_FILE, version)
+        keep = {version, previous}
+        for path in (self.root / alias).iterdir():
+            if path.is_dir() and not path.name.startswith(".") and path.name not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def latest(self, alias: str) -> Path | None:
+        """The folder of the last version of ALIAS that loaded, if it is still there."""
+        version = self._latest_version(alias)
+        if version is None:
+            return None
+        folder = self.folder(alias, version)
+        return folder if (folder / MANIFEST_FILE).exists() else None
+
+    def _latest_version(self, alias: str) -> str | None:
+        pointer = self.root / alias / LATEST_FILE
+        return pointer.read_text().strip() if pointer.exists() else None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,321 @@
+"""Live traffic for the loop: simulated days replayed through the scoring API.
+
+The replay continues the training data: the days after the newest day in ``data/raw`` (or
+in the journal of an earlier replay), drawn by the same simulator with the same seed, so
+the customers and terminals are the ones the model knows while their activity is new, and
+an optional drift scenario changes it. Time is compressed: a simulated day takes
+``seconds_per_day`` of wall time at most ``rate`` transactions a second, and the fraud
+labels of day X are posted through ``/v1/feedback`` at the start of day X + d (the label
+delay), the same rule the offline features follow (``fraudops.features.label_known_day``).
+
+Retraining needs raw transactions, and the prediction log keeps only pseudonyms of the
+card and terminal. So the replay keeps a *journal*: every transaction the API scored, in
+the raw layout, the stand-in for the payment system's own records. ``matured_batch`` joins
+it with the labels that actually arrived (the label log, not the simulator's truth) and
+returns the whole days whose every label is in: the new raw batch a retraining records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import polars as pl
+from sqlalchemy import Engine
+
+from fraudops.config import FeatureParams, Scenario, Settings, SimulateParams
+from fraudops.datasets import PARTITION_PREFIX, read_raw, write_raw
+from fraudops.features import DAY_ZERO, label_known_day
+from fraudops.prediction_log import read_predictions
+from fraudops.schema import (
+    CUSTOMER_ID,
+    PARTITION_KEY,
+    RAW_SCHEMA,
+    SCENARIO_GENUINE,
+    TERMINAL_ID,
+    TRANSACTION_ID,
+    TX_AMOUNT,
+    TX_DATETIME,
+    TX_FRAUD,
+    TX_FRAUD_SCENARIO,
+)
+from fraudops.simulate import simulate
+
+#: Transactions per ``POST /v1/score/batch`` (the API's own maximum).
+BATCH_SIZE = 100
+#: Labels posted at the same time.
+LABEL_CONCURRENCY = 8
+REQUEST_TIMEOUT_S = 30.0
+
+
+def journal_dir(settings: Settings) -> Path:
+    """Where the replay records the transactions the API scored (raw layout)."""
+    return settings.home / "traffic" / "raw"
+
+
+def stored_days(root: Path) -> list[dt.date]:
+    """The days partitioned under ROOT, read from the folder names (no file is opened)."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        dt.date.fromisoformat(path.name.removeprefix(PARTITION_PREFIX))
+        for path in root.iterdir()
+        if path.is_dir() and path.name.startswith(PARTITION_PREFIX)
+    )
+
+
+def next_day(*roots: Path) -> dt.date:
+    """The first day after every day stored under ROOTS: where new traffic starts."""
+    days = [day for root in roots for day in stored_days(root)]
+    if not days:
+        raise FileNotFoundError(
+            f"no day partitions under {', '.join(map(str, roots))}: generate data first"
+        )
+    return max(days) + dt.timedelta(days=1)
+
+
+def following_days(
+    params: SimulateParams, start: dt.date, days: int, scenario: Scenario
+) -> pl.DataFrame:
+    """DAYS simulated days from START: the training population, new activity, SCENARIO."""
+    return simulate(params.model_copy(update={"start": start, "days": days, "scenario": scenario}))
+
+
+# --- the replay ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """How fast the replay goes and when labels arrive, in compressed time."""
+
+    base_url: str
+    rate: float = 0.0  # transactions per second; 0: as fast as the API answers
+    seconds_per_day: float = 1.0
+    label_delay_days: int = 7
+    drain_labels: bool = True  # after the last day, run the clock on until every label is in
+    batch_size: int = BATCH_SIZE
+
+
+@dataclass
+class ReplayStats:
+    """What the replay did; ``failed`` counts transactions the API did not score."""
+
+    days: int = 0
+    sent: int = 0
+    scored: int = 0
+    failed: int = 0
+    labels_posted: int = 0
+    labels_failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+#: Called with the number of transactions sent so far.
+ProgressHook = Callable[[int], None]
+#: Called at the end of each simulated day, off the event loop (it may block).
+DayHook = Callable[[dt.date], None]
+
+
+def replay(
+    transactions: pl.DataFrame,
+    config: ReplayConfig,
+    *,
+    journal: Path | None = None,
+    on_progress: ProgressHook | None = None,
+    on_day_end: DayHook | None = None,
+) -> ReplayStats:
+    """Send TRANSACTIONS day by day in time order; post each day's labels d days later."""
+    return asyncio.run(_Replay(config, journal, on_progress, on_day_end).run(transactions))
+
+
+class _Replay:
+    def __init__(
+        self,
+        config: ReplayConfig,
+        journal: Path | None,
+        on_progress: ProgressHook | None,
+        on_day_end: DayHook | None,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.on_progress = on_progress or (lambda _sent: None)
+        self.on_day_end = on_day_end
+        self.stats = ReplayStats()
+        self.pending_labels: dict[dt.date, pl.DataFrame] = {}
+
+    async def run(self, transactions: pl.DataFrame) -> ReplayStats:
+        ordered = transactions.sort(TX_DATETIME, TRANSACTION_ID)
+        by_day = ordered.with_columns(pl.col(TX_DATETIME).dt.date().alias("_date"))
+        days = by_day.partition_by("_date", as_dict=True, include_key=False)
+        async with httpx.AsyncClient(
+            base_url=self.config.base_url, timeout=REQUEST_TIMEOUT_S
+        ) as client:
+            self.client = client
+            day = None
+            for (day,), rows in sorted(days.items()):
+                await self._clocked(self._day(day, rows))
+            if day is not None and self.config.drain_labels:
+                while self.pending_labels:
+                    day += dt.timedelta(days=1)
+                    await self._clocked(self._post_labels_due(day))
+        return self.stats
+
+    async def _clocked(self, work: Awaitable[None]) -> None:
+        """Run one simulated day's work; the day lasts at least ``seconds_per_day``."""
+        started = time.monotonic()
+        await work
+        rest = self.config.seconds_per_day - (time.monotonic() - started)
+        if rest > 0:
+            await asyncio.sleep(rest)
+
+    async def _day(self, day: dt.date, rows: pl.DataFrame) -> None:
+        await self._post_labels_due(day)
+        scored = await self._send(rows)
+        if self.journal is not None and not scored.is_empty():
+            write_raw(scored, self.journal, overwrite=True)
+        self.pending_labels[day] = scored.select(TRANSACTION_ID, TX_FRAUD)
+        self.stats.days += 1
+        if self.on_day_end is not None:
+            await asyncio.to_thread(self.on_day_end, day)
+
+    async def _send(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Score ROWS in order, batch by batch, at the configured rate; the scored rows."""
+        scored_ids: list[int] = []
+        started, sent_before = time.monotonic(), self.stats.sent
+        for batch in rows.iter_slices(self.config.batch_size):
+            body = {"transactions": [payload(row) for row in batch.iter_rows(named=True)]}
+            try:
+                response = await self.client.post("/v1/score/batch", json=body)
+            except httpx.HTTPError as error:
+                response = None
+                self._error(f"score batch: {error!r}")
+            if response is not None and response.status_code == 200:
+                scored_ids += [result["transaction_id"] for result in response.json()["results"]]
+            elif response is not None:
+                self._error(f"score batch: HTTP {response.status_code} {response.text[:200]}")
+            self.stats.sent += batch.height
+            self.on_progress(self.stats.sent)
+            await self._throttle(started, self.stats.sent - sent_before)
+        self.stats.scored += len(scored_ids)
+        self.stats.failed += rows.height - len(scored_ids)
+        return rows.filter(pl.col(TRANSACTION_ID).is_in(scored_ids))
+
+    async def _throttle(self, started: float, sent: int) -> None:
+        if self.config.rate > 0:
+            ahead = sent / self.config.rate - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+    async def _post_labels_due(self, today: dt.date) -> None:
+        """Post the labels of every day whose labels are all known by TODAY."""
+        params = FeatureParams(label_delay_days=self.config.label_delay_days)
+        due = [
+            day
+            for day in self.pending_labels
+            if label_known_day((day - DAY_ZERO).days, params) <= (today - DAY_ZERO).days
+        ]
+        for day in sorted(due):
+            await self._post_labels(self.pending_labels.pop(day).iter_rows())
+
+    async def _post_labels(self, labels: Iterable[tuple[int, int]]) -> None:
+        limit = asyncio.Semaphore(LABEL_CONCURRENCY)
+
+        async def post(transaction_id: int, label: int) -> None:
+            async with limit:
+                try:
+                    response = await self.client.post(
+                        "/v1/feedback", json={"transaction_id": transaction_id, "label": label}
+                    )
+                except httpx.HTTPError as error:
+                    self.stats.labels_failed += 1
+                    self._error(f"feedback: {error!r}")
+                    return
+            if response.status_code == 200:
+                self.stats.labels_posted += 1
+            else:
+                self.stats.labels_failed += 1
+                self._error(f"feedback: HTTP {response.status_code} {response.text[:200]}")
+
+        await asyncio.gather(*(post(int(tx), int(label)) for tx, label in labels))
+
+    def _error(self, message: str) -> None:
+        """Keep the first few errors for the summary; the counters hold the totals."""
+        if len(self.stats.errors) < 10:
+            self.stats.errors.append(message)
+
+
+def payload(row: dict) -> dict:
+    """A raw transaction as ``POST /v1/score`` takes it."""
+    return {
+        "transaction_id": int(row[TRANSACTION_ID]),
+        "timestamp": row[TX_DATETIME].isoformat(),
+        "customer_id": int(row[CUSTOMER_ID]),
+        "terminal_id": int(row[TERMINAL_ID]),
+        "amount": float(row[TX_AMOUNT]),
+    }
+
+
+# --- the retraining batch ------------------------------------------------------------------
+
+
+def matured_batch(
+    journal: Path, engine: Engine, raw_dir: Path, labels_by: dt.datetime
+) -> pl.DataFrame:
+    """The journal's days after RAW_DIR's newest day whose every label arrived by LABELS_BY.
+
+    Labels come from the label log, joined through the prediction log on the transaction
+    id: a label that never arrived leaves its day out, and so does every later day, since
+    the features of a day read the days before it. ``tx_fraud`` is the label that arrived;
+    a row whose label disagrees with the simulator's scenario code loses that code
+    (genuine when the label says so). Empty when no new day has matured.
+    """
+    known = set(stored_days(raw_dir))
+    new_days = [day for day in stored_days(journal) if day not in known]
+    if not new_days:
+        return pl.DataFrame(schema=RAW_SCHEMA)
+    sent = read_raw(journal).filter(pl.col(PARTITION_KEY).is_in(new_days))
+    labels = _labels_of(engine, min(new_days), labels_by)
+    joined = sent.join(labels, on=TRANSACTION_ID, how="left")
+    complete = joined.group_by(PARTITION_KEY).agg(pl.col("label").is_not_null().all())
+    mature = _leading_days(dict(complete.iter_rows()), new_days)
+    batch = joined.filter(pl.col(PARTITION_KEY).is_in(mature))
+    agrees = pl.col(TX_FRAUD) == pl.col("label")
+    return batch.with_columns(
+        pl.when(agrees | (pl.col("label") == 1))
+        .then(pl.col(TX_FRAUD_SCENARIO))
+        .otherwise(pl.lit(SCENARIO_GENUINE))
+        .cast(RAW_SCHEMA[TX_FRAUD_SCENARIO])
+        .alias(TX_FRAUD_SCENARIO),
+        pl.col("label").cast(RAW_SCHEMA[TX_FRAUD]).alias(TX_FRAUD),
+    ).select(list(RAW_SCHEMA))
+
+
+def _labels_of(engine: Engine, first_day: dt.date, labels_by: dt.datetime) -> pl.DataFrame:
+    logged = read_predictions(
+        engine,
+        start=dt.datetime.combine(first_day, dt.time()),
+        time_column="tx_datetime",
+        labels_received_by=labels_by,
+    )
+    frame = logged[[TRANSACTION_ID, "label"]].dropna().drop_duplicates(TRANSACTION_ID)
+    return pl.DataFrame(
+        {
+            TRANSACTION_ID: frame[TRANSACTION_ID].to_numpy(dtype="int64"),
+            "label": frame["label"].to_numpy(dtype="int8"),
+        },
+        schema={TRANSACTION_ID: pl.Int64, "label": pl.Int8},
+    )
+
+
+def _leading_days(complete: dict[dt.date, bool], days: list[dt.date]) -> list[dt.date]:
+    """The run of fully labelled days from the first new day, stopping at the first gap."""
+    mature = []
+    for day in sorted(days):
+        if not complete.get(day, False):
+            break
+        mature.append(day)
+    return mature

@@ -1,0 +1,147 @@
+"""`fraudops generate && dvc repro` in a fresh repository, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fraudops.versioning import data_version
+
+pytestmark = pytest.mark.slow
+
+PROJECT = Path(__file__).resolve().parents[2]
+SMALL = {"customers": 150, "terminals": 300, "days": 45, "seed": 9}
+#: Periods and candidates that fit 45 days and train in a second.
+SMALL_TRAIN = {
+    "train_days": 5,
+    "delay_days": 3,
+    "test_days": 5,
+    "validation_folds": 2,
+    "candidates": {"logistic_regression": {"fixed": {"max_iter": 300}, "grid": {"C": [1.0]}}},
+}
+
+
+def run(args: list[str], cwd: Path, *, stdout_only: bool = False) -> str:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    env.pop("FRAUDOPS_HOME", None)
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout if stdout_only else done.stdout + done.stderr
+
+
+def dvc(*args: str, cwd: Path) -> str:
+    return run([sys.executable, "-m", "dvc", *args], cwd)
+
+
+def dvc_json(*args: str, cwd: Path) -> dict:
+    return json.loads(run([sys.executable, "-m", "dvc", *args, "--json"], cwd, stdout_only=True))
+
+
+def stages_run(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A copy of the project's pipeline files in a new git + DVC repository."""
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in ("dvc.yaml", "data.dvc"):
+        shutil.copy(PROJECT / name, root / name)
+    (root / "data.dvc").write_text("outs:\n- path: data/raw\n")
+    shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["simulate"].update(SMALL)
+    params["train"].update(SMALL_TRAIN)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["git", "init", "-q"], root)
+    dvc("init", "-q", cwd=root)
+    dvc("config", "core.analytics", "false", cwd=root)
+    dvc("remote", "add", "-d", "local", str(tmp_path / "remote"), cwd=root)
+    return root
+
+
+def test_generate_then_repro_versions_data_and_reruns_only_what_changed(repo: Path):
+    run(["fraudops", "generate"], repo)
+    version = data_version(repo / "data.dvc")
+
+    first = dvc("repro", cwd=repo)
+    assert {"validate", "featurize"} <= stages_run(first)
+    assert (repo / "data" / "features" / "features.parquet").exists()
+    assert "fraud_rate" in dvc("metrics", "show", cwd=repo)
+
+    assert stages_run(dvc("repro", cwd=repo)) == set()
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["features"]["label_delay_days"] = 3
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    rerun = stages_run(dvc("repro", cwd=repo))
+    assert "featurize" in rerun
+    assert "validate" not in rerun
+
+    shutil.rmtree(repo / "data" / "raw")
+    dvc("pull", "data.dvc", cwd=repo)
+    assert "up to date" in dvc("status", "data.dvc", cwd=repo)
+    assert data_version(repo / "data.dvc") == version
+
+
+def test_regenerating_the_same_params_gives_the_same_data_version(repo: Path):
+    run(["fraudops", "generate"], repo)
+    first = data_version(repo / "data.dvc")
+    run(["fraudops", "generate", "--overwrite"], repo)
+    assert data_version(repo / "data.dvc") == first
+
+
+def test_a_drift_batch_appended_to_raw_is_a_new_data_version(repo: Path):
+    run(["fraudops", "generate"], repo)
+    first = data_version(repo / "data.dvc")
+    run(
+        [
+            "fraudops",
+            "generate",
+            "--start",
+            "2018-05-16",
+            "--days",
+            "5",
+            "--scenario",
+            "amount_shift",
+        ],
+        repo,
+    )
+    assert data_version(repo / "data.dvc") != first
+    assert len(list((repo / "data" / "raw").glob("day=*"))) == SMALL["days"] + 5
+
+
+def test_a_changed_train_param_retrains_and_shows_in_metrics_diff(repo: Path):
+    run(["fraudops", "generate"], repo)
+    first = stages_run(dvc("repro", cwd=repo))
+    assert {"train", "evaluate"} <= first
+    metrics = json.loads((repo / "metrics.json").read_text())
+    assert {"roc_auc", "average_precision", "card_precision_at_100"} <= metrics.keys()
+    assert (repo / "models" / "model_card.json").exists()
+    plots = dvc_json("plots", "show", cwd=repo)
+    assert {"plots/pr.csv", "plots/roc.csv"} <= plots["data"].keys()
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], repo)
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["candidates"] = {
+        "xgboost": {"fixed": {"n_estimators": 20, "max_depth": 3}, "grid": {}}
+    }
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    assert stages_run(dvc("repro", cwd=repo)) == {"train", "evaluate"}
+
+    diff = dvc_json("metrics", "diff", cwd=repo)["metrics.json"]
+    assert {"roc_auc", "average_precision"} <= diff.keys()
+    assert any(change["old"] != change["new"] for change in diff.values())

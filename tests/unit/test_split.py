@@ -1,0 +1,130 @@
+"""The handbook's time split: periods, the label-delay gap, known-compromised cards."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from fraudops.config import TrainParams
+from fraudops.schema import CUSTOMER_ID, TRANSACTION_ID, TX_DATETIME, TX_FRAUD
+from fraudops.split import (
+    HANDBOOK_TEST_START,
+    final_split,
+    time_split,
+    validation_splits,
+)
+
+DAY0 = dt.date(2018, 1, 1)
+
+
+def day(n: int) -> dt.date:
+    return DAY0 + dt.timedelta(days=n)
+
+
+def daily_frame(days: int, customers: list[int], frauds: set[tuple[int, int]]) -> pl.DataFrame:
+    """One transaction per customer per day at noon; (customer, day) in `frauds` is a fraud."""
+    rows = [
+        (customer, dt.datetime.combine(day(d), dt.time(12)), int((customer, d) in frauds))
+        for d in range(days)
+        for customer in customers
+    ]
+    frame = pl.DataFrame(rows, schema=[CUSTOMER_ID, TX_DATETIME, TX_FRAUD], orient="row")
+    return frame.with_row_index(TRANSACTION_ID)
+
+
+def card_days(frame: pl.DataFrame) -> set[tuple[int, int]]:
+    return {
+        (customer, (stamp.date() - DAY0).days)
+        for customer, stamp in frame.select(CUSTOMER_ID, TX_DATETIME).iter_rows()
+    }
+
+
+SMALL = TrainParams(train_days=3, delay_days=2, test_days=3, validation_folds=2)
+
+
+def test_default_anchor_is_the_end_of_the_data() -> None:
+    split = final_split(daily_frame(20, [1], set()), SMALL)
+
+    assert (split.train_start, split.train_end) == (day(12), day(14))
+    assert (split.test_start, split.test_end) == (day(17), day(19))
+    assert {d for _, d in card_days(split.train)} == {12, 13, 14}
+    assert {d for _, d in card_days(split.test)} == {17, 18, 19}
+
+
+def test_explicit_test_start_and_the_delay_days_are_unused() -> None:
+    params = SMALL.model_copy(update={"test_start": day(10)})
+    split = final_split(daily_frame(20, [1, 2], set()), params)
+
+    assert split.dates() == {
+        "train_start": "2018-01-06",
+        "train_end": "2018-01-08",
+        "test_start": "2018-01-11",
+        "test_end": "2018-01-13",
+    }
+    used = {d for _, d in card_days(split.train) | card_days(split.test)}
+    assert used == {5, 6, 7, 10, 11, 12}
+    assert split.train[TRANSACTION_ID].is_sorted()
+    assert split.test[TRANSACTION_ID].is_sorted()
+
+
+def test_known_compromised_cards_leave_the_test_period() -> None:
+    # train days 5..7, delay 8..9, test 10..12: day D drops cards with a fraud on 5..D-3.
+    frauds = {
+        (1, 6),  # in training: dropped every test day
+        (2, 8),  # first delay day: known from day 11 on
+        (3, 9),  # last delay day: known from day 12 on
+        (4, 10),  # in the test period: its label is not back before day 13
+        (5, 4),  # before training: outside the history the rule looks at
+    }
+    params = SMALL.model_copy(update={"test_start": day(10)})
+    split = final_split(daily_frame(20, [1, 2, 3, 4, 5, 6], frauds), params)
+
+    kept = card_days(split.test)
+    assert kept == {
+        (2, 10),
+        (3, 10),
+        (3, 11),
+        *((customer, d) for customer in (4, 5, 6) for d in (10, 11, 12)),
+    }
+    assert split.train[TX_FRAUD].sum() == 1  # training keeps every card
+
+
+def test_zero_delay_drops_a_card_the_day_after_its_fraud() -> None:
+    frame = daily_frame(10, [1, 2], {(1, 4)})
+    split = time_split(frame, day(2), train_days=2, delay_days=0, test_days=3)
+
+    assert card_days(split.test) == {(1, 4), (2, 4), (2, 5), (2, 6)}
+
+
+def test_handbook_week_and_validation_folds_on_the_handbook_calendar() -> None:
+    days = (dt.date(2018, 9, 30) - dt.date(2018, 4, 1)).days + 1
+    frame = daily_frame(days, [1], set()).with_columns(
+        pl.col(TX_DATETIME) + (dt.date(2018, 4, 1) - DAY0)
+    )
+    params = TrainParams(test_start=HANDBOOK_TEST_START)
+
+    final = final_split(frame, params)
+    folds = validation_splits(frame, params)
+
+    assert (final.train_start, final.train_end) == (dt.date(2018, 7, 25), dt.date(2018, 7, 31))
+    assert (final.test_start, final.test_end) == (dt.date(2018, 8, 8), dt.date(2018, 8, 14))
+    assert [f.train_start.isoformat() for f in folds] == [
+        "2018-07-11",
+        "2018-07-04",
+        "2018-06-27",
+        "2018-06-20",
+    ]
+    # The newest validation week is the final training week: selection sees nothing later.
+    assert (folds[0].test_start, folds[0].test_end) == (final.train_start, final.train_end)
+    assert folds[-1].test_start == dt.date(2018, 7, 4)
+
+
+def test_a_split_that_needs_missing_days_is_refused() -> None:
+    frame = daily_frame(8, [1], set())
+
+    with pytest.raises(ValueError, match="outside"):
+        final_split(frame, SMALL.model_copy(update={"test_start": day(6)}))
+    with pytest.raises(ValueError, match="outside"):
+        validation_splits(frame, SMALL)
