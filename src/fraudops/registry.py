@@ -158,6 +158,22 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
     return client.get_model_version(name, aliases[alias])
 
 
+@contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """Make URI the process-wide tracking URI inside this block.
+
+    MLflow's SQL registry store looks a ``models:/m-…`` source up through a fresh
+    ``MlflowClient()``, that is through the global URI, not the client's own. When a
+    process talks to more than one store, the two must agree or the lookup fails.
+    """
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 @_client_call
 def register(
     client: MlflowClient, model_uri: str, name: str, tags: Mapping[str, str] | None = None
@@ -177,9 +193,10 @@ def register(
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    version = client.create_model_version(
-        name, source=model_uri, run_id=run_id, tags=dict(tags or {}), model_id=model_id
-    )
+    with _global_tracking_uri(client.tracking_uri):
+        version = client.create_model_version(
+            name, source=model_uri, run_id=run_id, tags=dict(tags or {}), model_id=model_id
+        )
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     if version_by_alias(client, name, CHAMPION) is None:
         client.set_registered_model_alias(name, CHAMPION, version.version)
