@@ -42,8 +42,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+BENCHMARKS := generate features model_quality training serving monitoring
+
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_generate.py
+	for name in $(BENCHMARKS); do $(BIN)/python benchmarks/bench_$$name.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -137,3 +137,19 @@ def prefect_api(
         # fail noisily at exit, or reach the server of a later test.
         APILogWorker.drain_all(timeout=10)
         EventsWorker.drain_all(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def project_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small project of the loop tests, built once (see ``loop_support``)."""
+    from loop_support import build_project
+
+    return build_project(tmp_path_factory.mktemp("project-template") / "project")
+
+
+@pytest.fixture
+def project(tmp_path: Path, project_template: Path) -> Path:
+    """A copy of the small project that this test may change at will."""
+    from loop_support import copy_project
+
+    return copy_project(project_template, tmp_path / "project")

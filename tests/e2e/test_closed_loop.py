@@ -21,7 +21,6 @@ from loop_support import (
     backfill,
     current_data_version,
     in_remote,
-    make_project,
     replay,
     use_project,
 )
@@ -73,9 +72,8 @@ def assert_labels_came_after_the_delay(settings, start: dt.datetime) -> None:
 
 
 def test_drift_is_detected_retrained_shadowed_reported_and_promoted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: str
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: str
 ):
-    project = make_project(tmp_path / "project")
     serving = ServingProcess(tmp_path / "logs")
     settings = use_project(monkeypatch, project, serving_url=serving.url, retrain_cooldown_s="0")
     first = training_flow()

@@ -106,4 +106,7 @@ def test_after_sigterm_under_load_every_200_has_exactly_one_log_row(
     new_rows = set(rows) - answered_before
     missing = set(result.ok) - new_rows
     assert not missing, f"{len(missing)} of {len(result.ok)} answered requests have no row"
-    assert new_rows == set(result.ok), "a row was logged for a request never answered"
+    # A response lost as the server closed its connection leaves a row the client never
+    # saw (the model did score it); only such requests may have a row without an answer.
+    unanswered = new_rows - set(result.ok)
+    assert len(unanswered) <= result.transport_errors, "rows for requests never sent"

@@ -18,7 +18,6 @@ import pytest
 from loop_support import (
     log_labels,
     log_offline,
-    make_project,
     simulated_days,
     use_project,
     wait_until,
@@ -52,9 +51,8 @@ WINDOW_DAYS = 7
 
 
 @pytest.fixture
-def trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: str):
+def trained(project: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: str):
     """A project whose champion was trained by the training flow (embedded MLflow)."""
-    project = make_project(tmp_path / "project")
     settings = use_project(monkeypatch, project)
     training_flow()
     return settings

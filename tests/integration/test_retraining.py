@@ -15,7 +15,6 @@ from loop_support import (
     current_data_version,
     in_remote,
     log_offline,
-    make_project,
     replay,
     served_flows,
     simulated_days,
@@ -107,9 +106,12 @@ def emit_drift(run_id: str) -> None:
 
 
 def test_a_drift_event_retrains_versions_data_and_shadows_once_per_cooldown(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: str, mlflow_settings
+    tmp_path: Path,
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_api: str,
+    mlflow_settings,
 ):
-    project = make_project(tmp_path / "project")
     serving = ServingProcess(tmp_path / "logs")
     settings = use_project(monkeypatch, project, serving_url=serving.url, retrain_cooldown_s="3600")
     training_flow()
@@ -156,10 +158,9 @@ def test_a_drift_event_retrains_versions_data_and_shadows_once_per_cooldown(
 
 
 def test_a_batch_that_fails_validation_stops_before_anything_changes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: str
+    project: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: str
 ):
     """Every label of the new days says fraud: a broken label feed, caught by the rules."""
-    project = make_project(tmp_path / "project")
     settings = use_project(monkeypatch, project, retrain_cooldown_s="0")
     training_flow()
     days = simulated_days(next_day(settings.raw_dir), 2, "none")
