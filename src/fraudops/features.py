@@ -26,6 +26,7 @@ from fraudops.schema import (
     TX_AMOUNT,
     TX_DATETIME,
     TX_FRAUD,
+    days_since_epoch,
 )
 
 TX_DURING_WEEKEND = "tx_during_weekend"
@@ -34,8 +35,6 @@ TX_DURING_NIGHT = "tx_during_night"
 #: ISO weekday numbers (Monday = 1) of Saturday and Sunday.
 WEEKEND_ISO_WEEKDAYS = (6, 7)
 CENTS_PER_UNIT = 100
-#: Day numbers count whole days since this date, as Polars stores a Date.
-DAY_ZERO = dt.date(1970, 1, 1)
 
 #: Columns `build_features` keeps next to the features: keys, time and the label.
 KEY_COLUMNS = (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_FRAUD)
@@ -167,7 +166,7 @@ Bucket = TypeVar("Bucket", CustomerBucket, TerminalBucket)
 
 def day_number(timestamp: dt.datetime) -> int:
     """The calendar day (UTC) of a timestamp as days since 1970-01-01; naive means UTC."""
-    return (_as_naive_utc(timestamp).date() - DAY_ZERO).days
+    return days_since_epoch(_as_naive_utc(timestamp).date())
 
 
 def amount_to_cents(amount: float) -> int:

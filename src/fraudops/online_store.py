@@ -55,7 +55,6 @@ import polars as pl
 from fraudops.config import FeatureParams
 from fraudops.features import (
     CENTS_PER_UNIT,
-    DAY_ZERO,
     Bucket,
     CustomerBucket,
     TerminalBucket,
@@ -68,11 +67,13 @@ from fraudops.features import (
 )
 from fraudops.schema import (
     CUSTOMER_ID,
+    EPOCH,
     TERMINAL_ID,
     TRANSACTION_ID,
     TX_AMOUNT,
     TX_DATETIME,
     TX_FRAUD,
+    days_since_epoch,
 )
 
 #: Prefix of every Redis key, so several stores can share one Redis database.
@@ -326,7 +327,7 @@ class _BackfillState:
 
     def summary(self) -> BackfillSummary:
         return BackfillSummary(
-            until=DAY_ZERO + dt.timedelta(days=self.plan.day),
+            until=EPOCH + dt.timedelta(days=self.plan.day),
             transactions=self.transactions,
             customer_buckets=self.customers.height,
             terminal_buckets=self.terminals.height,
@@ -352,7 +353,7 @@ def _backfill_state(
         if last_day is None:
             raise ValueError("no transactions to backfill from")
     else:
-        last_day = (until - DAY_ZERO).days
+        last_day = days_since_epoch(until)
     customer_days = customer_bucket_days(last_day, params)
     terminal_days = terminal_bucket_days(last_day, params)
     plan = _Plan(last_day, customer_days, terminal_days, customer_days.start, terminal_days.start)

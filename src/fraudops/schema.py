@@ -6,7 +6,18 @@ renamed column is a one-line change.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import polars as pl
+
+#: Day numbers count whole days since this date, as Polars stores a Date; transaction
+#: ids and the feature windows are built on them.
+EPOCH = dt.date(1970, 1, 1)
+
+
+def days_since_epoch(day: dt.date) -> int:
+    return (day - EPOCH).days
+
 
 TRANSACTION_ID = "transaction_id"
 TX_DATETIME = "tx_datetime"

@@ -42,10 +42,10 @@ from fraudops.schema import (
     TX_DATETIME,
     TX_FRAUD,
     TX_FRAUD_SCENARIO,
+    days_since_epoch,
 )
 
 SECONDS_PER_DAY = 86_400
-EPOCH = dt.date(1970, 1, 1)
 
 #: Transaction ids are ``days_since_1970 * MAX_TX_PER_DAY + rank within the day``.
 MAX_TX_PER_DAY = 1_000_000
@@ -150,10 +150,6 @@ def simulate(params: SimulateParams) -> pl.DataFrame:
     if params.scenario == "new_fraud_pattern":
         tx = add_night_pattern(tx, population, params.days, rng)
     return to_frame(tx, params.start)
-
-
-def days_since_epoch(day: dt.date) -> int:
-    return (day - EPOCH).days
 
 
 def draw_population(params: SimulateParams) -> Population:

@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 
 from fraudops.config import FeatureParams, Scenario, Settings, SimulateParams
 from fraudops.datasets import PARTITION_PREFIX, read_raw, write_raw
-from fraudops.features import DAY_ZERO, label_known_day
+from fraudops.features import label_known_day
 from fraudops.prediction_log import read_predictions
 from fraudops.schema import (
     CUSTOMER_ID,
@@ -43,6 +43,7 @@ from fraudops.schema import (
     TX_DATETIME,
     TX_FRAUD,
     TX_FRAUD_SCENARIO,
+    days_since_epoch,
 )
 from fraudops.simulate import simulate
 
@@ -216,7 +217,7 @@ class _Replay:
         due = [
             day
             for day in self.pending_labels
-            if label_known_day((day - DAY_ZERO).days, params) <= (today - DAY_ZERO).days
+            if label_known_day(days_since_epoch(day), params) <= days_since_epoch(today)
         ]
         for day in sorted(due):
             await self._post_labels(self.pending_labels.pop(day).iter_rows())
