@@ -77,14 +77,14 @@ def _customer_features(tx: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
 
 
 def _terminal_features(tx: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
-    """Days D-d-w … D-d-1 as the last d+w+1 days through D less the last d+1 days."""
+    """Days D-d-w+1 … D-d as the last d+w days through D less the last d days."""
     daily = tx.groupby([TERMINAL_ID, "date"], as_index=False).agg(
         nb=(TX_FRAUD, "size"), total=(TX_FRAUD, "sum")
     )
     delay = params.label_delay_days
-    recent = _rolling_sums(daily, TERMINAL_ID, delay + 1)
+    recent = _rolling_sums(daily, TERMINAL_ID, delay)
     for w in params.terminal_windows_days:
-        window = _rolling_sums(daily, TERMINAL_ID, delay + 1 + w) - recent
+        window = _rolling_sums(daily, TERMINAL_ID, delay + w) - recent
         nb = window["nb"]
         daily[terminal_nb_tx_column(w)] = nb
         daily[terminal_risk_column(w)] = (window["total"] / nb).where(nb > 0, 0.0)
