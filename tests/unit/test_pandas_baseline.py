@@ -18,7 +18,7 @@ from fraudops.features import KEY_COLUMNS, build_features
 from fraudops.simulate import simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from pandas_baseline import pandas_features  # noqa: E402
+from pandas_baseline import pandas_features
 
 
 @pytest.mark.parametrize("label_delay_days", [1, 7])
