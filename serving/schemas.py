@@ -83,7 +83,7 @@ class Transaction(_Request):
     timestamp: Timestamp
     customer_id: EntityId
     terminal_id: EntityId
-    amount: float = Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False)
+    amount: float = Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
 
 
 class TransactionBatch(_Request):

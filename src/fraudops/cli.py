@@ -805,6 +805,7 @@ def demo(
         ]
         try:
             run("fraudops", "train")
+            run("fraudops", "backfill")
             children.append(
                 subprocess.Popen(
                     ["fraudops", "serve", "--port", str(port), "--log-level", "warning"], env=env

@@ -51,6 +51,8 @@ from fraudops.simulate import simulate
 BATCH_SIZE = 100
 #: Labels posted at the same time.
 LABEL_CONCURRENCY = 8
+#: Tries of a request that is safe to repeat when its connection fails.
+TRANSPORT_ATTEMPTS = 3
 REQUEST_TIMEOUT_S = 30.0
 
 
@@ -222,15 +224,24 @@ class _Replay:
         for day in sorted(due):
             await self._post_labels(self.pending_labels.pop(day).iter_rows())
 
+    async def _post_idempotent(self, path: str, body: dict[str, int]) -> httpx.Response:
+        """POST that a lost connection may repeat: the server stores a label once, however
+        often it arrives, and a keep-alive connection can close under a request."""
+        for _ in range(TRANSPORT_ATTEMPTS - 1):
+            try:
+                return await self.client.post(path, json=body)
+            except httpx.TransportError:
+                continue
+        return await self.client.post(path, json=body)
+
     async def _post_labels(self, labels: Iterable[tuple[int, int]]) -> None:
         limit = asyncio.Semaphore(LABEL_CONCURRENCY)
 
         async def post(transaction_id: int, label: int) -> None:
+            body = {"transaction_id": transaction_id, "label": label}
             async with limit:
                 try:
-                    response = await self.client.post(
-                        "/v1/feedback", json={"transaction_id": transaction_id, "label": label}
-                    )
+                    response = await self._post_idempotent("/v1/feedback", body)
                 except httpx.HTTPError as error:
                     self.stats.labels_failed += 1
                     self._error(f"feedback: {error!r}")

@@ -196,7 +196,7 @@ GOOD = {
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"amount": 0}, "amount"),
+        ({"amount": -0.01}, "amount"),
         ({"amount": -3.5}, "amount"),
         ({"amount": 1e9}, "amount"),
         ({"amount": "10.5"}, "amount"),
