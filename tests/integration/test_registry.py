@@ -105,3 +105,18 @@ def test_unreachable_server_fails_fast_naming_the_uri() -> None:
     with pytest.raises(RegistryUnavailable, match=uri):
         configure_mlflow(Settings(mlflow_tracking_uri=uri))
     assert time.monotonic() - started < 15
+
+
+def test_a_local_store_registers_while_the_process_default_is_a_server(
+    mlflow_settings: Settings, model_name: str, tmp_path
+) -> None:
+    """MLflow's SQL registry finds a logged model through the process-wide tracking URI;
+    registering into one store while another is the default must still work."""
+    local = configure_mlflow(Settings(mlflow_tracking_uri=f"sqlite:///{tmp_path / 'local.db'}"))
+    model_uri, _ = log_tiny_model()
+    configure_mlflow(mlflow_settings)
+
+    version = register(local, model_uri, model_name)
+
+    assert sorted(version.aliases) == [CHALLENGER, CHAMPION]
+    assert mlflow.get_tracking_uri() == mlflow_settings.tracking_uri
