@@ -7,6 +7,7 @@ import time
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from sklearn.dummy import DummyClassifier
 
 from fraudops.config import Settings, get_settings
@@ -39,7 +40,7 @@ def aliases_of(client: MlflowClient, name: str) -> dict[str, str]:
     return dict(client.get_registered_model(name).aliases)
 
 
-def register_two_versions(client: MlflowClient, name: str) -> None:
+def register_two_versions(client: MlflowClient, name: str) -> tuple[ModelVersion, ModelVersion]:
     first_uri, first_run = log_tiny_model()
     first = register(client, first_uri, name, {"fraudops.data_version": "abc"})
     assert sorted(first.aliases) == [CHALLENGER, CHAMPION]
@@ -50,13 +51,16 @@ def register_two_versions(client: MlflowClient, name: str) -> None:
     second = register(client, second_uri, name)
     assert second.aliases == [CHALLENGER]
     assert aliases_of(client, name) == {CHAMPION: first.version, CHALLENGER: second.version}
+    return first, second
 
 
 def test_first_version_is_champion_later_ones_only_challenger(
     mlflow_settings: Settings, model_name: str
 ) -> None:
     client = configure_mlflow(mlflow_settings)
-    register_two_versions(client, model_name)
+    first, second = register_two_versions(client, model_name)
+    assert version_by_alias(client, model_name, CHAMPION).version == first.version
+    assert version_by_alias(client, model_name, CHALLENGER).version == second.version
 
 
 def test_promote_then_rollback_round_trip(mlflow_settings: Settings, model_name: str) -> None:
