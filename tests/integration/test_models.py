@@ -28,6 +28,7 @@ from fraudops.registry import CHALLENGER, CHAMPION, configure_mlflow, promote, r
 from fraudops.servers import HOST, MlflowServer, free_port
 from fraudops.simulate import simulate
 from fraudops.train import Model, inputs
+from fraudops.tree_ensemble import FlatTreeEnsemble
 
 SMALL_MODELS = {
     "xgboost": {"n_estimators": 20, "max_depth": 3},
@@ -108,6 +109,21 @@ def unreachable(settings: Settings) -> Settings:
 # --- loading and scoring --------------------------------------------------------------------
 
 
+def test_a_booster_the_flat_walk_disagrees_with_is_scored_by_the_booster(
+    trained: dict[str, Trained], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A disagreement cannot be caused with a real model (they agree bit for bit), so the
+    check's answer is forced; what is tested is that serving then trusts the booster."""
+    run = trained["xgboost"]
+    booster = run.model.get_booster()
+    monkeypatch.setattr(FlatTreeEnsemble, "agreement_error", lambda *_: 1e-3)
+    features = tuple(run.result.features)
+    model = LoadedModel("m", "7", CHAMPION, None, "xgboost", 0.5, features, booster)
+    assert model.flat_trees is None
+    assert "flat trees differ from the booster" in caplog.text
+    np.testing.assert_array_equal(model.scores(run.rows), booster.inplace_predict(run.rows))
+
+
 @pytest.mark.parametrize("kind", ["xgboost", "logistic_regression", "random_forest"])
 def test_a_model_loads_by_alias_and_scores_like_its_estimator(
     settings: Settings, trained: dict[str, Trained], kind: str
@@ -127,6 +143,8 @@ def test_a_model_loads_by_alias_and_scores_like_its_estimator(
     assert champion.threshold == run.result.selection.threshold
     assert champion.feature_names == tuple(run.result.features)
     assert not champion.from_cache
+    # XGBoost is scored by walking its trees in numpy: still the estimator's scores exactly.
+    assert (champion.flat_trees is not None) == (kind == "xgboost")
     np.testing.assert_array_equal(champion.scores(run.rows), run.probabilities())
     # One row at a time, as serving calls it (BLAS may round a batch differently).
     one_by_one = [champion.score(row) for row in run.rows[:50]]
