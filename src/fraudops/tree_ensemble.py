@@ -12,9 +12,9 @@ probability is the float32 logistic of the margin, with the C library's ``expf``
 are XGBoost's, bit for bit (the tests compare them exactly).
 
 `FlatTreeEnsemble.from_booster` refuses what it does not reproduce (other objectives,
-categorical splits, vector leaves), and
-`agreement_error` measures the largest difference from the booster on rows built to sit on
-every threshold, so the caller can fall back to the booster if the two ever disagree.
+categorical splits, vector leaves), and `agreement_error` measures the largest difference
+from the booster on rows built to sit on every threshold, so the caller can fall back to the
+booster if the two ever disagree.
 """
 
 from __future__ import annotations
