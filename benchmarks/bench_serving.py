@@ -10,6 +10,10 @@ fixed 500 req/s and at saturation:
 * champion only;  * shadow (challenger scores every request off the response path);
 * A/B 50/50;      * A/B 50/50 with the challenger shadowing the champion's half.
 
+The scenarios take turns in rounds (champion, shadow, A/B, A/B+shadow, then again), and
+each scenario's latencies are pooled over its rounds: the stores grow during the run and
+the machine's speed drifts, and a fixed order would charge both to the later scenarios.
+
 Then, in the same run, ``mlflow models serve`` on the champion, which takes features
 (not a raw transaction), computes nothing online and logs nothing: the ratio is a floor.
 
@@ -50,6 +54,7 @@ QUIET = {
 ADMIN_KEY = "bench-admin-key"
 MODEL_NAME = "fraud-detector"
 FIXED_RATE = 500
+ROUNDS = 3
 CONNECTIONS_FIXED = 16
 CONNECTIONS_SATURATION = 32
 SCENARIOS = {
@@ -147,24 +152,36 @@ async def _drive(host: str, port: int, args: argparse.Namespace) -> dict[str, An
 
     cpu_before = time.process_time()
     await asyncio.gather(*(connection(seed + 1) for seed in range(args.connections)))
-    elapsed = max(clock(), end) - start
-    summary = _summary(latencies, statuses, elapsed)
-    summary["client_cpu_ms_per_request"] = round(
-        (time.process_time() - cpu_before) * 1000 / max(len(latencies), 1), 3
-    )
-    return summary
-
-
-def _summary(latencies: list[float], statuses: dict[int, int], elapsed: float) -> dict[str, Any]:
-    ms = np.array(latencies) * 1000
     return {
-        "requests": len(latencies),
-        "rps": round(len(latencies) / elapsed, 1),
+        "latencies_ms": [round(latency * 1000, 3) for latency in latencies],
+        "statuses": statuses,
+        "seconds": max(clock(), end) - start,
+        "client_cpu_s": time.process_time() - cpu_before,
+    }
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Percentiles of all runs' latencies together; rates and CPU over all their time."""
+    ms = np.concatenate([run["latencies_ms"] for run in runs])
+    statuses: dict[str, int] = {}
+    for run in runs:
+        for code, count in run["statuses"].items():
+            statuses[str(code)] = statuses.get(str(code), 0) + count
+    seconds = sum(run["seconds"] for run in runs)
+    return {
+        "requests": int(ms.size),
+        "rps": round(ms.size / seconds, 1),
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p95_ms": round(float(np.percentile(ms, 95)), 2),
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
         "max_ms": round(float(ms.max()), 2),
-        "statuses": {str(code): n for code, n in sorted(statuses.items())},
+        "statuses": dict(sorted(statuses.items())),
+        "server_cpu_ms_per_request": round(
+            sum(run["server_cpu_s"] for run in runs) * 1000 / max(ms.size, 1), 3
+        ),
+        "client_cpu_ms_per_request": round(
+            sum(run["client_cpu_s"] for run in runs) * 1000 / max(ms.size, 1), 3
+        ),
     }
 
 
@@ -220,8 +237,7 @@ def _measure(
         command, capture_output=True, text=True, check=True, env={**os.environ, **QUIET}
     )
     result = json.loads(done.stdout)
-    cpu = _cpu_seconds(server_pid) - cpu_before
-    result["server_cpu_ms_per_request"] = round(cpu * 1000 / max(result["requests"], 1), 3)
+    result["server_cpu_s"] = _cpu_seconds(server_pid) - cpu_before
     return result
 
 
@@ -276,24 +292,31 @@ def _bench_fraudops(
         "FRAUDOPS_ROUTING_PATH": str(home / "routing.yaml"),
         "FRAUDOPS_ADMIN_API_KEY": ADMIN_KEY,
     }
-    results: dict[str, dict[str, Any]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
     port = free_port()
     with ServingProcess(root, port=port, workers=workers, env=env) as server:
         target = f"127.0.0.1:{port}"
         _measure(target, server.pid, "/v1/score", "fraudops", 0, 3)  # warm up
-        for name, routing in SCENARIOS.items():
-            put = httpx.put(
-                f"{server.url}/admin/routing",
-                json=routing,
-                headers={"X-API-Key": ADMIN_KEY},
-                timeout=10,
-            )
-            put.raise_for_status()
-            time.sleep(1.5)  # other workers pick the routing file up within a second
-            for label, rate in (("fixed_500", FIXED_RATE), ("saturation", 0)):
-                result = _measure(target, server.pid, "/v1/score", "fraudops", rate, seconds)
-                results[f"{name}/{label}"] = result
-                print(f"fraudops {name:<10} {label:<11} {_line(result)}", flush=True)
+        for _ in range(ROUNDS):
+            for name, routing in SCENARIOS.items():
+                put = httpx.put(
+                    f"{server.url}/admin/routing",
+                    json=routing,
+                    headers={"X-API-Key": ADMIN_KEY},
+                    timeout=10,
+                )
+                put.raise_for_status()
+                if workers > 1:
+                    time.sleep(1.5)  # other workers pick the routing file up within a second
+                for label, rate in (("fixed_500", FIXED_RATE), ("saturation", 0)):
+                    run = _measure(
+                        target, server.pid, "/v1/score", "fraudops", rate, seconds / ROUNDS
+                    )
+                    runs.setdefault(f"{name}/{label}", []).append(run)
+    results = {key: _summary(scenario_runs) for key, scenario_runs in runs.items()}
+    for key, result in results.items():
+        name, label = key.split("/")
+        print(f"fraudops {name:<10} {label:<11} {_line(result)}", flush=True)
     return results
 
 
@@ -339,8 +362,8 @@ def _bench_mlflow(
         spec = json.dumps(features)
         _measure(target, process.pid, "/invocations", "mlflow", 0, 3, features=spec)
         # Saturation only: it cannot sustain the fixed 500 req/s.
-        result = _measure(target, process.pid, "/invocations", "mlflow", 0, seconds, features=spec)
-        results["mlflow/saturation"] = result
+        run = _measure(target, process.pid, "/invocations", "mlflow", 0, seconds, features=spec)
+        result = results["mlflow/saturation"] = _summary([run])
         print(f"mlflow models serve  saturation  {_line(result)}", flush=True)
     finally:
         os.killpg(process.pid, 15)

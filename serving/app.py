@@ -6,6 +6,12 @@ the bytes (strict JSON mode: ``"12"`` is not a number, ISO strings are datetimes
 responses are written with orjson, skipping FastAPI's response re-validation; the OpenAPI
 document still declares both, so clients and the schemathesis run see the real contract.
 
+One request shape skips FastAPI's layers altogether: ``POST /v1/score`` with a declared body
+size and no query string, which is nearly all traffic. The router, middlewares, exception
+handlers and request object cost about 0.2 ms a request, a quarter of a score, so
+`ScoringApp` answers it in one ASGI call with the same `_score`. A body that does not
+validate goes on to FastAPI, replayed, so error answers have one implementation.
+
 Run it with ``fraudops serve`` (uvicorn, ``--factory``).
 """
 
@@ -56,7 +62,7 @@ from serving.schemas import (
     TransactionBatch,
     ValidationProblem,
 )
-from serving.security import BodySizeLimit, require_admin
+from serving.security import BodySizeLimit, content_length, require_admin
 from serving.shadow import ShadowJob
 
 logger = logging.getLogger(__name__)
@@ -64,6 +70,8 @@ logger = logging.getLogger(__name__)
 #: The largest body accepted: a full batch of transactions fits about four times over.
 MAX_BODY_BYTES = 64 * 1024
 REQUEST_ID_HEADER = "X-Request-ID"
+SCORE_PATH = "/v1/score"
+_INTERNAL_ERROR = "internal error; the server log has the details"
 
 _JSON = "application/json"
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
@@ -73,6 +81,79 @@ _BODY_MODELS: tuple[type[BaseModel], ...] = (Transaction, TransactionBatch, Feed
 
 class ServiceUnavailable(Exception):
     """A dependency the request needs is away: answer 503 with the reason."""
+
+
+class ScoringApp(FastAPI):
+    """FastAPI, with the plain single-transaction score answered before its layers."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _plain_score_request(scope):
+            await super().__call__(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away
+        try:
+            tx = Transaction.model_validate_json(body)
+        except ValidationError:
+            await super().__call__(scope, _replaying(body, receive), send)
+            return
+        status_code, payload, headers = await self._answer(tx)
+        headers += [(b"content-type", _JSON.encode()), (b"content-length", b"%d" % len(payload))]
+        await send({"type": "http.response.start", "status": status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        metrics: ServingMetrics = self.state.metrics
+        metrics.child(metrics.requests.labels, SCORE_PATH, str(status_code)).inc()
+
+    async def _answer(self, tx: Transaction) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Status, body and extra headers, as the FastAPI route and its handlers answer."""
+        try:
+            answer = await _score(self.state.runtime, tx, explain=False)
+        except (HTTPException, ServiceUnavailable) as error:
+            status_code, detail = _problem(error)
+            return status_code, orjson.dumps({"detail": detail}), []
+        except Exception as error:
+            logger.error("internal error on POST %s", SCORE_PATH, exc_info=error)
+            return 500, orjson.dumps({"detail": _INTERNAL_ERROR}), []
+        request_id = (REQUEST_ID_HEADER.lower().encode(), answer["request_id"].encode())
+        return 200, orjson.dumps(answer), [request_id]
+
+
+def _plain_score_request(scope: Scope) -> bool:
+    """A POST /v1/score with no query string and a declared body within the limit."""
+    if scope["type"] != "http" or scope["path"] != SCORE_PATH or scope["method"] != "POST":
+        return False
+    if scope["query_string"]:
+        return False
+    declared = content_length(scope)
+    return declared is not None and declared <= MAX_BODY_BYTES
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands BODY over once, then waits on the real one (disconnects)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+def _problem(error: HTTPException | ServiceUnavailable) -> tuple[int, str]:
+    if isinstance(error, ServiceUnavailable):
+        return status.HTTP_503_SERVICE_UNAVAILABLE, str(error)
+    return error.status_code, str(error.detail)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -89,7 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(
+    app = ScoringApp(
         title="fraudops scoring API",
         version="1",
         summary="Fraud scores for card transactions, with A/B and shadow routing.",
@@ -286,7 +367,7 @@ def _routes() -> Any:
     admin = [Depends(require_admin)]
 
     @router.post(
-        "/v1/score",
+        SCORE_PATH,
         response_model=Score,
         openapi_extra=_body(Transaction, explain=True),
         responses=_errors(409, 413, 422, 503),
@@ -470,12 +551,13 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceUnavailable)
     async def unavailable(_request: Request, error: ServiceUnavailable) -> Response:
-        return _json({"detail": str(error)}, status.HTTP_503_SERVICE_UNAVAILABLE)
+        status_code, detail = _problem(error)
+        return _json({"detail": detail}, status_code)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, error: Exception) -> Response:
         logger.error("internal error on %s %s", request.method, request.url.path, exc_info=error)
-        return _json({"detail": "internal error; the server log has the details"}, 500)
+        return _json({"detail": _INTERNAL_ERROR}, 500)
 
 
 def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:

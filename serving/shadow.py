@@ -6,9 +6,12 @@ disagreement when the shadow's decision differs from the one returned, and logs 
 marked ``is_shadow``. A full queue drops the job and counts it: a slow or broken shadow
 model costs shadow rows, never a response or its latency.
 
-The task runs on the server's event loop. The model call is a fraction of a millisecond,
-and after each job the task yields, so a backlog cannot hold requests back for longer than
-one shadow score.
+The task runs on the server's event loop, in batches: it waits `BATCH_WINDOW_S` after the
+first job for others to queue, then scores up to `MAX_BATCH` jobs with one model call per
+shadow model and yields. One call for many rows costs a fraction of one call per row, and
+the loop is interrupted tens of times a second rather than once per request, so the
+requests of a shadowed experiment are answered almost as fast as those of champion only
+(``benchmarks/bench_serving.py`` measures it). A job waits at most a window plus a batch.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ from fraudops.prediction_log import PredictionLogWriter, PredictionRecord
 from serving.metrics import ServingMetrics
 
 logger = logging.getLogger(__name__)
+
+#: How long the task lets jobs gather after the first one arrives.
+BATCH_WINDOW_S = 0.02
+#: The most jobs scored before the task yields to requests again.
+MAX_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,34 +94,49 @@ class ShadowScorer:
 
     async def _work(self) -> None:
         while True:
-            job = await self._queue.get()
-            try:
-                self._score(job)
-            except Exception:
-                self._metrics.shadow_failures.inc()
-                logger.exception("shadow: scoring request %s failed", job.served.request_id)
-            finally:
+            jobs = [await self._queue.get()]
+            await asyncio.sleep(BATCH_WINDOW_S)
+            while len(jobs) < MAX_BATCH and not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+            for model_jobs in _by_model(jobs):
+                try:
+                    self._score(model_jobs)
+                except Exception:
+                    self._metrics.shadow_failures.inc(len(model_jobs))
+                    logger.exception("shadow: scoring %d requests failed", len(model_jobs))
+            for _ in jobs:
                 self._queue.task_done()
-            await asyncio.sleep(0)  # let waiting requests run between two shadow scores
 
-    def _score(self, job: ShadowJob) -> None:
+    def _score(self, jobs: list[ShadowJob]) -> None:
+        """Score JOBS, which share one shadow model, in one call, and log a row for each."""
         started = time.perf_counter()
-        model, served = job.model, job.served
-        score = float(model.score(job.row))
-        decision = score >= model.threshold
-        shadow = replace(
-            served,
-            model_name=model.name,
-            model_version=model.version,
-            model_alias=model.alias,
-            score=score,
-            decision=decision,
-            threshold=model.threshold,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            is_shadow=True,
-        )
-        labels = (model.alias, model.version, served.arm)
-        self._metrics.child(self._metrics.shadow_scores.labels, *labels).inc()
-        if decision != served.decision:
-            self._metrics.child(self._metrics.shadow_disagreements.labels, *labels).inc()
-        self._writer.log_prediction(shadow)  # a full log drops shadow rows itself, counted
+        model = jobs[0].model
+        scores = model.scores(np.vstack([job.row for job in jobs])).tolist()
+        latency_ms = (time.perf_counter() - started) * 1000 / len(jobs)
+        for job, score in zip(jobs, scores, strict=True):
+            served = job.served
+            decision = score >= model.threshold
+            shadow = replace(
+                served,
+                model_name=model.name,
+                model_version=model.version,
+                model_alias=model.alias,
+                score=score,
+                decision=decision,
+                threshold=model.threshold,
+                latency_ms=latency_ms,
+                is_shadow=True,
+            )
+            labels = (model.alias, model.version, served.arm)
+            self._metrics.child(self._metrics.shadow_scores.labels, *labels).inc()
+            if decision != served.decision:
+                self._metrics.child(self._metrics.shadow_disagreements.labels, *labels).inc()
+            self._writer.log_prediction(shadow)  # a full log drops shadow rows itself, counted
+
+
+def _by_model(jobs: list[ShadowJob]) -> list[list[ShadowJob]]:
+    """JOBS grouped by the model object they were routed to, in order of first arrival."""
+    groups: dict[int, list[ShadowJob]] = {}
+    for job in jobs:
+        groups.setdefault(id(job.model), []).append(job)
+    return list(groups.values())

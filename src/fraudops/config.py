@@ -50,7 +50,13 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL of the prediction/label log; SQLite under `home`."
     )
     prediction_log_batch_size: int = Field(500, gt=0)
-    prediction_log_flush_interval_s: float = Field(0.5, gt=0)
+    prediction_log_flush_interval_s: float = Field(
+        0.05,
+        gt=0,
+        description="Rows are written at least this often. Short, so each batch is small: "
+        "the writer thread shares the server's interpreter lock, and a long batch delays "
+        "the requests that wait for it.",
+    )
     prediction_log_queue_size: int = Field(20_000, gt=0)
     prediction_log_enqueue_timeout_s: float = Field(
         1.0, ge=0, description="How long a served row waits for queue room before a 503."

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import orjson
 import pandas as pd
 from sqlalchemy import (
     JSON,
@@ -216,7 +216,12 @@ def create_log_engine(url: str) -> Engine:
                 "the SQLite prediction log needs a file: each connection of "
                 "an in-memory database sees a different, empty database"
             )
-        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        engine = create_engine(
+            parsed,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
+            json_serializer=_json_text,
+            json_deserializer=orjson.loads,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if backend == "postgresql":
@@ -228,6 +233,8 @@ def create_log_engine(url: str) -> Engine:
             connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
             executemany_mode="values_plus_batch",
             executemany_batch_page_size=1000,
+            json_serializer=_json_text,
+            json_deserializer=orjson.loads,
         )
     raise ValueError(f"unsupported prediction log database {backend!r}: use sqlite or postgresql")
 
@@ -271,7 +278,7 @@ class PredictionLogWriter:
         *,
         id_salt: str,
         batch_size: int = 500,
-        flush_interval_s: float = 0.5,
+        flush_interval_s: float = 0.05,
         queue_size: int = 20_000,
         enqueue_timeout_s: float = 1.0,
     ) -> None:
@@ -523,7 +530,7 @@ class PredictionLogWriter:
             "tx_datetime": _naive_utc(record.tx_datetime),
             "customer_hash": self._hasher.pseudonym(record.customer_id),
             "terminal_hash": self._hasher.pseudonym(record.terminal_id),
-            "features": {name: _finite_or_none(value) for name, value in record.features.items()},
+            "features": dict(record.features),
             "model_name": record.model_name,
             "model_version": str(record.model_version),
             "model_alias": record.model_alias,
@@ -550,12 +557,11 @@ def _naive_utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
-def _finite_or_none(value: float | None) -> float | None:
-    """JSON has no NaN (PostgreSQL refuses it): a missing feature is stored as null."""
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+def _json_text(value: Any) -> str:
+    """JSON for the features column, from orjson (several times the standard library's
+    speed on the writer thread). JSON has no NaN, and PostgreSQL refuses it: orjson writes
+    NaN and infinities as null, so a missing feature is stored as null."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 # --- readers for monitoring --------------------------------------------------------------
