@@ -7,6 +7,7 @@ transaction, customer and terminal ids, and tests that change the routing set it
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 import time
@@ -41,7 +42,7 @@ from fraudops.features import (
 from fraudops.hashing import SaltedHasher
 from fraudops.prediction_log import open_prediction_log, read_predictions
 from fraudops.routing import RoutingConfig
-from serving.schemas import MAX_BATCH_SIZE, TOP_CONTRIBUTIONS
+from serving.schemas import MAX_BATCH_SIZE, TOP_CONTRIBUTIONS, Score
 from serving.server import ServingProcess
 
 
@@ -167,6 +168,39 @@ def test_explain_returns_the_largest_contributions_first(api: httpx.Client) -> N
     assert bad.json()["detail"][0]["field"] == "explain"
 
 
+def test_a_score_is_answered_alike_before_and_through_fastapis_layers(
+    api: httpx.Client, log: Engine
+) -> None:
+    """A plain POST /v1/score is answered before FastAPI's router; with a query string or
+    a chunked body it goes through FastAPI. Answers, headers, logs and conflicts agree."""
+    set_routing(api, {"mode": "champion"})
+    plain, with_query, chunked = fresh(3)
+    responses = [
+        api.post("/v1/score", json=plain),
+        api.post("/v1/score", params={"explain": "false"}, json=with_query),
+        api.post(
+            "/v1/score",
+            content=iter([json.dumps(chunked).encode()]),
+            headers={"Content-Type": "application/json"},
+        ),
+    ]
+    for response in responses:
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers["X-Request-ID"] == response.json()["request_id"]
+        assert set(response.json()) == set(Score.model_fields)
+    assert len(logged_rows(log, {r.json()["request_id"] for r in responses})) == 3
+
+    moved = plain | {"terminal_id": plain["terminal_id"] + 1}
+    conflicts = [
+        api.post("/v1/score", json=moved),
+        api.post("/v1/score", params={"explain": "false"}, json=moved),
+    ]
+    assert [c.status_code for c in conflicts] == [409, 409]
+    assert conflicts[0].json() == conflicts[1].json()
+    assert "scored before with other data" in conflicts[0].json()["detail"]
+
+
 def test_a_batch_is_scored_in_order_and_its_size_is_bounded(api: httpx.Client, log: Engine) -> None:
     transactions = fresh(3)
     response = api.post("/v1/score/batch", json={"transactions": transactions})
@@ -235,6 +269,7 @@ def test_a_large_body_is_refused_with_413_declared_or_chunked(api: httpx.Client)
     huge = b'{"transactions": [' + b" " * 70_000 + b"]}"
     declared = api.post("/v1/score/batch", content=huge)
     assert declared.status_code == 413
+    assert api.post("/v1/score", content=huge).status_code == 413
 
     def chunks() -> Iterator[bytes]:
         for start in range(0, len(huge), 8192):
