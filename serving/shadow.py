@@ -95,7 +95,8 @@ class ShadowScorer:
     async def _work(self) -> None:
         while True:
             jobs = [await self._queue.get()]
-            await asyncio.sleep(BATCH_WINDOW_S)
+            # Let a batch gather, unless a backlog already holds a full one.
+            await asyncio.sleep(BATCH_WINDOW_S if self._queue.qsize() < MAX_BATCH else 0)
             while len(jobs) < MAX_BATCH and not self._queue.empty():
                 jobs.append(self._queue.get_nowait())
             for model_jobs in _by_model(jobs):

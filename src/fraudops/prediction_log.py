@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -70,6 +72,10 @@ logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_S = 10.0
 POSTGRES_CONNECT_TIMEOUT_S = 5
+#: How far below the server's threads the writer thread's CPU priority is (Linux nice).
+#: When the cores are busy, requests run first and the writer catches up in the gaps; the
+#: bounded queue and its back-pressure keep every row if it ever cannot.
+WRITER_NICENESS = 10
 _RETRY_FIRST_DELAY_S = 0.1
 _RETRY_MAX_DELAY_S = 5.0
 
@@ -418,6 +424,7 @@ class PredictionLogWriter:
     # --- writer thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        _lower_thread_priority(WRITER_NICENESS)
         while True:
             batch, last = self._next_batch()
             if batch:
@@ -541,6 +548,19 @@ class PredictionLogWriter:
             "threshold": float(record.threshold),
             "latency_ms": float(record.latency_ms),
         }
+
+
+def _lower_thread_priority(niceness: int) -> None:
+    """Lower the calling thread's CPU priority by NICENESS, where threads have their own
+    (Linux); elsewhere, or without permission, the thread keeps the process's priority."""
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(current + niceness, 19))
+    except OSError as error:
+        logger.info("prediction log: writer keeps the process's priority (%s)", error)
 
 
 def _brief(error: BaseException) -> str:

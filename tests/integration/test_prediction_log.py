@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from sqlalchemy import Engine, func, select, text
 from fraudops.config import get_settings
 from fraudops.hashing import SaltedHasher
 from fraudops.prediction_log import (
+    WRITER_NICENESS,
     LabelRecord,
     LogBackpressureError,
     PredictionLogClosedError,
@@ -304,6 +307,20 @@ def test_a_closed_writer_refuses_served_rows_and_drops_shadows(engine: Engine) -
         writer.log_label(LabelRecord(1, 1))
     assert writer.log_prediction(record(3, is_shadow=True)) is False
     assert count(engine) == 1
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="threads have their own priority on Linux")
+def test_the_writer_thread_runs_at_a_lower_cpu_priority(tmp_path) -> None:
+    """So that a busy server answers requests first and writes rows in the gaps."""
+    engine = open_prediction_log(f"sqlite:///{tmp_path / 'log.db'}")
+    process = os.getpriority(os.PRIO_PROCESS, 0)
+    with writer_on(engine) as writer:
+        writer.log_prediction(record(1))
+        writer.flush(timeout=10)  # the thread has started and set its priority
+        thread = writer._thread.native_id
+        assert os.getpriority(os.PRIO_PROCESS, thread) == min(process + WRITER_NICENESS, 19)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == process  # the server's threads keep theirs
+    engine.dispose()
 
 
 def test_default_settings_log_to_a_sqlite_file_in_wal_mode() -> None:
