@@ -10,9 +10,11 @@ fixed 500 req/s and at saturation:
 * champion only;  * shadow (challenger scores every request off the response path);
 * A/B 50/50;      * A/B 50/50 with the challenger shadowing the champion's half.
 
-The scenarios take turns in rounds (champion, shadow, A/B, A/B+shadow, then again), and
-each scenario's latencies are pooled over its rounds: the stores grow during the run and
-the machine's speed drifts, and a fixed order would charge both to the later scenarios.
+The scenarios take turns in rounds (champion, shadow, A/B, A/B+shadow, then again), all
+fixed-rate rounds before the saturation ones, and each scenario's latencies are pooled over
+its rounds: the stores grow during the run and the machine's speed drifts, and a fixed
+order would charge both to the later scenarios. Every run starts once the server's shadow
+and log queues are empty, so none pays for the backlog of the one before.
 
 Then, in the same run, ``mlflow models serve`` on the champion, which takes features
 (not a raw transaction), computes nothing online and logs nothing: the ratio is a floor.
@@ -297,18 +299,13 @@ def _bench_fraudops(
     with ServingProcess(root, port=port, workers=workers, env=env) as server:
         target = f"127.0.0.1:{port}"
         _measure(target, server.pid, "/v1/score", "fraudops", 0, 3)  # warm up
-        for _ in range(ROUNDS):
-            for name, routing in SCENARIOS.items():
-                put = httpx.put(
-                    f"{server.url}/admin/routing",
-                    json=routing,
-                    headers={"X-API-Key": ADMIN_KEY},
-                    timeout=10,
-                )
-                put.raise_for_status()
-                if workers > 1:
-                    time.sleep(1.5)  # other workers pick the routing file up within a second
-                for label, rate in (("fixed_500", FIXED_RATE), ("saturation", 0)):
+        # Fixed-rate rounds first: a saturation run leaves queues behind it (shadow jobs, log
+        # rows), and each run starts only once the server has worked through them.
+        for label, rate in (("fixed_500", FIXED_RATE), ("saturation", 0)):
+            for _ in range(ROUNDS):
+                for name, routing in SCENARIOS.items():
+                    _route(server.url, routing, workers)
+                    _settle(server.url)
                     run = _measure(
                         target, server.pid, "/v1/score", "fraudops", rate, seconds / ROUNDS
                     )
@@ -318,6 +315,28 @@ def _bench_fraudops(
         name, label = key.split("/")
         print(f"fraudops {name:<10} {label:<11} {_line(result)}", flush=True)
     return results
+
+
+def _route(url: str, routing: dict[str, Any], workers: int) -> None:
+    put = httpx.put(
+        f"{url}/admin/routing", json=routing, headers={"X-API-Key": ADMIN_KEY}, timeout=10
+    )
+    put.raise_for_status()
+    if workers > 1:
+        time.sleep(1.5)  # other workers pick the routing file up within a second
+
+
+def _settle(url: str, timeout: float = 60) -> None:
+    """Wait until no shadow job and no log row is queued (the gauges update each second)."""
+    queues = ("fraudops_shadow_queue_depth ", "fraudops_prediction_log_queue_depth ")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1.1)
+        lines = httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
+        depths = [float(line.split()[-1]) for line in lines if line.startswith(queues)]
+        if len(depths) == len(queues) and not any(depths):
+            return
+    raise RuntimeError(f"the server's queues did not drain within {timeout} s")
 
 
 def _bench_mlflow(
