@@ -13,8 +13,8 @@ A trained model is kept in its native format (an XGBoost booster, or a scikit-le
 estimator saved with skops) next to a `ModelCard` naming its inputs, threshold and
 lineage, so a server can load it without MLflow's pyfunc layer and score a numpy row.
 XGBoost models are stored as boosters because `XGBClassifier.save_model` fails with the
-installed scikit-learn (it no longer defines `_estimator_type`); a booster scores with
-`inplace_predict`, the fast path for serving anyway.
+installed scikit-learn (it no longer defines `_estimator_type`); a booster scores batches
+with `inplace_predict`, and serving walks its trees itself (`fraudops.tree_ensemble`).
 """
 
 from __future__ import annotations
