@@ -759,7 +759,9 @@ def serve_flows(
 @app.command()
 def demo(
     port: Annotated[int, typer.Option(help="Port of the scoring API.")] = 8000,
-    drift_days: Annotated[int, typer.Option(min=1, help="Days of drifted traffic.")] = 8,
+    drift_days: Annotated[
+        int, typer.Option(help="Days of drifted traffic: more than the label delay.")
+    ] = 8,
 ) -> None:
     """The whole loop on this machine: data, DVC, training, serving, drift, retraining, shadow.
 
@@ -772,6 +774,12 @@ def demo(
 
     from fraudops.servers import PrefectServer
 
+    label_delay = load_params().features.label_delay_days
+    if drift_days <= label_delay:
+        raise fail(
+            f"--drift-days must be more than the label delay ({label_delay} days): retraining "
+            "learns only from days whose labels have all arrived"
+        )
     settings = get_settings()
     bin_dir = Path(sys.executable).parent
     url = f"http://127.0.0.1:{port}"
@@ -812,6 +820,9 @@ def demo(
                 )
             )
             _wait_ready(url)
+            # Monitoring runs once, after the last drifted day: by then the first day's labels
+            # (posted once the label delay has passed) are in, so the retraining the drift
+            # event starts has a matured day of traffic to learn from.
             run(
                 "fraudops",
                 "simulate-traffic",
@@ -820,7 +831,7 @@ def demo(
                 "--scenario",
                 "amount_shift",
                 "--monitor-every",
-                "7",
+                str(drift_days),
             )
             console.print(f"challenger version {_wait_for_shadow(url)} is in shadow")
             _route_ab_with_shadow(url, key)

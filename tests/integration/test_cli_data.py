@@ -79,3 +79,10 @@ def test_featurize_on_a_missing_folder_fails_cleanly(tmp_path):
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit)  # a clear message, not a traceback
     assert "nope" in result.output
+
+
+def test_demo_refuses_too_few_drift_days_before_starting_anything():
+    result = runner.invoke(app, ["demo", "--drift-days", "7"])
+    assert result.exit_code == 1
+    assert "more than the label delay (7 days)" in result.output
+    assert "generate" not in result.output  # no step ran
