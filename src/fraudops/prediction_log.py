@@ -212,6 +212,17 @@ class WriterStats:
     pending: int
 
 
+def _json_text(value: Any) -> str:
+    """JSON for the features column, from orjson (several times the standard library's
+    speed on the writer thread). JSON has no NaN, and PostgreSQL refuses it: orjson writes
+    NaN and infinities as null, so a missing feature is stored as null."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+#: How every backend's engine writes and reads JSON columns.
+_JSON_CODEC: dict[str, Any] = {"json_serializer": _json_text, "json_deserializer": orjson.loads}
+
+
 def create_log_engine(url: str) -> Engine:
     """An engine for SQLite (WAL, busy timeout) or PostgreSQL (bounded connect time)."""
     parsed = make_url(url)
@@ -225,8 +236,7 @@ def create_log_engine(url: str) -> Engine:
         engine = create_engine(
             parsed,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
-            json_serializer=_json_text,
-            json_deserializer=orjson.loads,
+            **_JSON_CODEC,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -239,8 +249,7 @@ def create_log_engine(url: str) -> Engine:
             connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
             executemany_mode="values_plus_batch",
             executemany_batch_page_size=1000,
-            json_serializer=_json_text,
-            json_deserializer=orjson.loads,
+            **_JSON_CODEC,
         )
     raise ValueError(f"unsupported prediction log database {backend!r}: use sqlite or postgresql")
 
@@ -575,13 +584,6 @@ def _naive_utc(moment: dt.datetime) -> dt.datetime:
     if moment.tzinfo is None:
         return moment
     return moment.astimezone(dt.UTC).replace(tzinfo=None)
-
-
-def _json_text(value: Any) -> str:
-    """JSON for the features column, from orjson (several times the standard library's
-    speed on the writer thread). JSON has no NaN, and PostgreSQL refuses it: orjson writes
-    NaN and infinities as null, so a missing feature is stored as null."""
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 # --- readers for monitoring --------------------------------------------------------------

@@ -23,6 +23,7 @@ import ctypes
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -106,11 +107,11 @@ class FlatTreeEnsemble:
         x[:, :-1] = rows
         x[:, -1] = -np.inf
         inputs_of = x.ravel()
-        nodes = self.roots
-        # Where each (row, tree) pair's row starts in the flat inputs.
-        row_start = 0 if count == 1 else np.repeat(np.arange(0, count * width, width), trees)
-        if count > 1:
-            nodes = np.tile(nodes, count)
+        if count == 1:
+            nodes, row_start = self.roots, 0
+        else:  # a node per (row, tree) pair, and where that row starts in the flat inputs
+            nodes = np.tile(self.roots, count)
+            row_start = np.repeat(np.arange(0, count * width, width), trees)
         for _ in range(self.depth):
             inputs = inputs_of[self.feature[nodes] + row_start]
             if missing:
@@ -178,10 +179,11 @@ class _Tree:
             tree["default_left"],
         )
 
-    @property
+    @cached_property
     def depth(self) -> int:
-        return max(depth for _, depth in self._breadth_first())
+        return max(depth for _, depth in self._breadth_first)
 
+    @cached_property
     def _breadth_first(self) -> list[tuple[int, int]]:
         """(XGBoost node id, depth) from the root, siblings next to each other."""
         order, position = [(0, 0)], 0
@@ -196,7 +198,7 @@ class _Tree:
     def relaid(self, offset: int, leaf_feature: int) -> dict[str, list[Any]]:
         """The tree's columns in breadth-first order, node numbers shifted by OFFSET;
         leaves split on LEAF_FEATURE."""
-        order = [node for node, _ in self._breadth_first()]
+        order = [node for node, _ in self._breadth_first]
         new_id = {node: offset + index for index, node in enumerate(order)}
         columns: dict[str, list[Any]] = {name: [] for name in self.COLUMNS}
         for node in order:
