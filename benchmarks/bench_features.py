@@ -77,10 +77,8 @@ def compute(implementation: str, raw_path: Path, out_path: Path) -> dict[str, fl
 
 
 def run_child(implementation: str, raw_path: Path, out_path: Path) -> dict[str, float]:
-    env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     done = subprocess.run(
         [sys.executable, __file__, "--child", implementation, str(raw_path), str(out_path)],
-        env=env,
         capture_output=True,
         text=True,
         check=True,

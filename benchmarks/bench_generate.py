@@ -7,7 +7,6 @@ without this script's own imports. Usage: ``python benchmarks/bench_generate.py`
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -46,11 +45,9 @@ def work(out_dir: Path) -> dict[str, float | int]:
 
 
 def run_child() -> dict[str, float | int]:
-    env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     with tempfile.TemporaryDirectory() as scratch:
         done = subprocess.run(
             [sys.executable, __file__, "--child", str(Path(scratch) / "raw")],
-            env=env,
             capture_output=True,
             text=True,
             check=True,

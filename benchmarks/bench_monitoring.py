@@ -83,9 +83,8 @@ def measure(folder: Path, rows: int, sample_size: int | None) -> dict[str, float
 
 
 def run_child(folder: Path, rows: int, sample_size: int | None) -> dict[str, float | str]:
-    env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     command = [sys.executable, __file__, "--child", str(folder), str(rows), str(sample_size or 0)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -45,14 +45,11 @@ from typing import Any
 import httpx
 import numpy as np
 
+from fraudops.telemetry import TELEMETRY_OFF
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "serving.json"
-QUIET = {
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "MLFLOW_ENABLE_TELEMETRY": "false",
-    "OMP_NUM_THREADS": "1",
-}
+QUIET = {**TELEMETRY_OFF, "OMP_NUM_THREADS": "1"}
 ADMIN_KEY = "bench-admin-key"
 MODEL_NAME = "fraud-detector"
 FIXED_RATE = 500

@@ -134,9 +134,6 @@ def main() -> None:
         {
             "FRAUDOPS_HOME": str(scratch / "home"),
             "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(scratch / "prefect-results"),
-            "DO_NOT_TRACK": "1",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "MLFLOW_ENABLE_TELEMETRY": "false",
         }
     )
     from fraudops.servers import PrefectServer

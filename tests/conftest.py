@@ -1,4 +1,4 @@
-"""Shared fixtures: telemetry off, isolated settings, real services or a clear skip.
+"""Shared fixtures: isolated settings, real services or a clear skip.
 
 Real MLflow and Prefect servers cost 20-40 s each to start on a small machine, so they are
 started once per session and shared: tests isolate themselves by name (a fresh registered
@@ -22,10 +22,6 @@ from fraudops.servers import (
     create_postgres_database,
     drop_postgres_database,
 )
-
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 
 
 def _reachable(host: str, port: int) -> bool:

@@ -29,12 +29,9 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from fraudops.telemetry import TELEMETRY_OFF
+
 HOST = "127.0.0.1"
-QUIET_ENV = {
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "MLFLOW_ENABLE_TELEMETRY": "false",
-}
 _LOG_TAIL_LINES = 40
 _DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -106,7 +103,7 @@ class ServerProcess(abc.ABC):
             raise ServerError(f"{self.name}: port {self.port} on {HOST} is already in use")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        env = {**os.environ, **self.extra_env(), **QUIET_ENV}
+        env = {**os.environ, **self.extra_env(), **TELEMETRY_OFF}
         self._process = subprocess.Popen(
             self.command(),
             env=env,

@@ -106,7 +106,7 @@ def test_stop_kills_the_whole_group_when_sigterm_is_ignored(tmp_path: Path) -> N
         assert server.is_healthy()
         log = server.log_path.read_text()
         child = int(re.search(r"child=(\d+)", log).group(1))
-        assert "DO_NOT_TRACK=1" in log
+        assert "DO_NOT_TRACK=true" in log
         assert _running(child)
     assert not server.is_healthy()
     assert not _running(child)
