@@ -44,7 +44,7 @@ from fraudops.drift_decision import (
     window_time,
 )
 from fraudops.features import feature_columns
-from monitoring.drift import run_drift, run_quality
+from monitoring.drift import constant_features, run_drift, run_quality
 from monitoring.performance import EstimationError, estimate_performance
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ def analyse_window(
         drift_snapshot, data_drift, target_drift = run_drift(
             ref_sample, sample, features, monitor, target=assessed, **labels
         )
-    snapshots, notes, quality = {"drift": drift_snapshot}, [], None
+    snapshots, quality = {"drift": drift_snapshot}, None
+    notes = _constant_notes(ref_sample, sample, features)
     if assessed:
         quality = Quality(
             realised=quality_metrics(labelled(window), threshold, params),
@@ -184,6 +185,28 @@ def _estimate(
     except EstimationError as error:
         logger.warning("window %s: performance estimate failed: %s", window_id, error)
         return None, f"performance estimate failed: {error}"
+
+
+def _constant_notes(
+    reference: pd.DataFrame, window: pd.DataFrame, features: list[str]
+) -> list[str]:
+    """A note per numeric feature with one value, worth a look in itself (a feature stuck
+    upstream?), saying how its drift was judged (see ``monitoring.drift``)."""
+    in_window = constant_features(window, features)
+    in_reference = constant_features(reference, features)
+    notes = []
+    for name in features:
+        if name in in_reference:
+            notes.append(
+                f"{name} is constant in the reference ({in_reference[name]:g}): with no "
+                "spread to scale by, any change counts as drift"
+            )
+        elif name in in_window:
+            notes.append(
+                f"{name} is constant in the window ({in_window[name]:g}): its drift is "
+                "its distance from the reference's spread, as usual"
+            )
+    return notes
 
 
 def _cleaned(

@@ -16,14 +16,25 @@ Methods are fixed rather than left to Evidently's choice by sample size, so a ve
 always means "distance at or above the threshold": normed Wasserstein distance for
 numeric columns, Jensen-Shannon distance for the binary calendar flags, and a z-test
 p-value for the fraud rate (the default test misses a rate moving from 1 % to 2 %).
+
+A numeric feature with one value (``constant_features``: a feature stuck upstream, or one
+that cannot vary yet in a short window) keeps the usual test. The normed distance is the
+Wasserstein distance over the reference's standard deviation, so it is defined for a
+constant window; for a constant reference Evidently divides by 0.001 instead, so any
+change at all counts as drift and the number's size means nothing more. What has no value
+is the column's correlation with the others, which ``DriftedColumnsCount`` computes for
+its HTML table (``np.corrcoef``, 0 / 0): numpy warns, and nothing here reads it, so that
+warning is silenced around the report, and only when such a column exists.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from evidently import BinaryClassification, DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
@@ -103,13 +114,19 @@ def run_drift(
     """Run the drift report; TARGET: also test the fraud rate of the labelled rows."""
     columns = [*features, SCORE, *([LABEL] if target else [])]
     definition = _definition(features, target=target)
-    snapshot = drift_report(features, params, target=target).run(
-        Dataset.from_pandas(current[columns], data_definition=definition),
-        Dataset.from_pandas(reference[columns], data_definition=definition),
-        timestamp=timestamp,
-        metadata=metadata,
-        tags=["drift"],
+    undefined_correlations = (
+        np.errstate(invalid="ignore")  # see the module's docstring
+        if constant_features(reference, features) or constant_features(current, features)
+        else contextlib.nullcontext()
     )
+    with undefined_correlations:
+        snapshot = drift_report(features, params, target=target).run(
+            Dataset.from_pandas(current[columns], data_definition=definition),
+            Dataset.from_pandas(reference[columns], data_definition=definition),
+            timestamp=timestamp,
+            metadata=metadata,
+            tags=["drift"],
+        )
     result = snapshot.dict()
     drifts = {drift.column: drift for drift in column_drifts(result)}
     data = DataDrift(
@@ -125,6 +142,20 @@ def run_drift(
             current_rate=float(current[LABEL].mean()),
         )
     return snapshot, data, target_drift
+
+
+def constant_features(frame: pd.DataFrame, features: Sequence[str]) -> dict[str, float]:
+    """The numeric features of FRAME with a single value, and that value.
+
+    The binary flags are left out: one value of two is an ordinary day (a weekday window
+    has no weekend), and the Jensen-Shannon distance they are tested with needs no spread.
+    """
+    numeric = [name for name in features if name not in BINARY_FEATURES]
+    if frame.empty or not numeric:
+        return {}
+    values = frame[numeric]
+    lowest, highest = values.min(), values.max()
+    return {name: float(lowest[name]) for name in numeric if lowest[name] == highest[name]}
 
 
 def column_drifts(result: dict[str, Any]) -> list[ColumnDrift]:

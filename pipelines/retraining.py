@@ -12,15 +12,20 @@ The flow, in order, each step a gate for the next:
    (a file lock works in every launcher and needs no server; several hosts would need a
    shared volume or a Prefect global concurrency limit instead). A second run that finds it
    held ends at once as ``skipped``;
-2. cool-down: a run within ``retrain_cooldown_s`` of the last one that got past this point
-   ends as ``skipped``, so a burst of drift events trains once;
+2. cool-down: an automatic run (trigger ``event`` or ``direct``) within
+   ``retrain_cooldown_s`` of the last one that got past this point ends as ``skipped``, so
+   a burst of drift events trains once. A manual run (``fraudops retrain``, or a run of
+   the deployment started by hand, whose ``trigger`` keeps its default ``manual``) is a
+   person's request and goes ahead; it records who asked and why;
 3. the batch: the traffic journal's days after the newest day in ``data/raw`` whose every
    label has arrived (``fraudops.traffic.matured_batch``); none means ``skipped``;
-4. validation of that batch as a raw batch: a failure raises ``BatchRejected`` — nothing
-   is written, trained or registered, and ``champion`` stays;
+4. validation of that batch as a raw batch, and a check that every file of ``data/raw``
+   it joins can be read: a failure raises ``BatchRejected`` — nothing is written, trained
+   or registered, and ``champion`` stays;
 5. the batch joins ``data/raw`` and becomes a DVC data version (``dvc commit`` + push);
 6. the training flow on the new data, tagged with why it ran (trigger, signal, window,
-   monitoring run); it registers the model as ``challenger``;
+   monitoring run; for a manual run, who asked and their reason); it registers the model
+   as ``challenger``;
 7. serving reloads its models and routes a shadow copy of all traffic to the challenger,
    through the admin API with the admin key.
 """
@@ -43,7 +48,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from fraudops.config import Settings, get_settings, load_params
-from fraudops.datasets import read_raw, write_raw
+from fraudops.datasets import check_raw, read_raw, write_raw
 from fraudops.prediction_log import open_prediction_log
 from fraudops.registry import CHALLENGER, CHAMPION
 from fraudops.routing import RoutingConfig, ShadowPolicy
@@ -51,7 +56,13 @@ from fraudops.schema import TX_DATETIME
 from fraudops.traffic import journal_dir, matured_batch
 from fraudops.validation import validate_raw
 from fraudops.versioning import VersioningError, record_data_version
-from pipelines.training import DATA_DVC_FILE, IO_RETRIES, IO_RETRY_DELAY_S, training_flow
+from pipelines.training import (
+    DATA_DVC_FILE,
+    IO_RETRIES,
+    IO_RETRY_DELAY_S,
+    quiet_rejected_data,
+    training_flow,
+)
 
 DRIFT_EVENT = "fraudops.drift.detected"
 MONITOR_RESOURCE = "fraudops.monitor"
@@ -60,6 +71,10 @@ SIGNAL_TAG = "fraudops.signal"
 WINDOW_TAG = "fraudops.window_id"
 MONITORING_RUN_TAG = "fraudops.monitoring_run"
 BATCH_DAYS_TAG = "fraudops.batch_days"
+REQUESTED_BY_TAG = "fraudops.requested_by"
+REASON_TAG = "fraudops.reason"
+#: Who asked, when a manual run does not say (a deployment run started without parameters).
+UNKNOWN_REQUESTER = "unknown"
 ADMIN_TIMEOUT_S = 30.0
 
 Launcher = Literal["auto", "event", "direct"]
@@ -171,6 +186,29 @@ def mark_started(settings: Settings, now: dt.datetime, why: dict[str, str]) -> N
     state.write_text(json.dumps({"started_at": now.isoformat(), **why}, indent=2) + "\n")
 
 
+def _held_back(settings: Settings, now: dt.datetime, trigger: Trigger) -> str | None:
+    """Why the cool-down skips this run, or None; it never holds back a manual request.
+
+    The cool-down protects against a storm of automatic triggers; a person who asks for a
+    retraining gets it (the lock still keeps it to one run at a time).
+    """
+    wait = cooling_down(settings, now)
+    if wait is None:
+        return None
+    if trigger == "manual":
+        get_run_logger().info("%s; a manual request is not held back by it", wait)
+        return None
+    get_run_logger().info("skipped: %s", wait)
+    return wait
+
+
+def _request_tags(trigger: Trigger, requested_by: str, reason: str) -> dict[str, str]:
+    """Who asked for a manual run and why; automatic runs say why in their other tags."""
+    if trigger != "manual":
+        return {}
+    return {REQUESTED_BY_TAG: requested_by or UNKNOWN_REQUESTER, REASON_TAG: reason}
+
+
 # --- steps -------------------------------------------------------------------------------
 
 
@@ -191,8 +229,15 @@ def _days(batch: pl.DataFrame) -> list[str]:
 
 
 @task(name="validate batch", cache_policy=NO_CACHE)
-def validate_batch(batch: pl.DataFrame, staging: Path, max_fraud_rate: float) -> None:
-    """Validate the batch as it will be stored: written and read back in the raw layout."""
+def validate_batch(
+    batch: pl.DataFrame, staging: Path, raw_dir: Path, max_fraud_rate: float
+) -> None:
+    """Validate the batch as it will be stored: written and read back in the raw layout.
+
+    The files of RAW_DIR are checked first: training reads them all, so an unreadable one
+    would fail it only after the batch had joined them as a new data version.
+    """
+    check_raw(raw_dir)
     shutil.rmtree(staging, ignore_errors=True)
     try:
         write_raw(batch, staging)
@@ -234,7 +279,8 @@ def shadow_challenger(settings: Settings) -> str:
     headers = {"X-API-Key": settings.admin_api_key.get_secret_value()}
     with httpx.Client(base_url=settings.serving_url, timeout=ADMIN_TIMEOUT_S) as client:
         client.post("/admin/reload", headers=headers).raise_for_status()
-        current = client.get("/v1/models").raise_for_status().json()
+        # With the admin key, so the salt is in the answer: the experiment's arms stay put.
+        current = client.get("/v1/models", headers=headers).raise_for_status().json()
         configured = RoutingConfig.model_validate(current["routing"]["configured"])
         shadowed = RoutingConfig(
             mode=CHAMPION, shadow=ShadowPolicy(alias=CHALLENGER), salt=configured.salt
@@ -254,15 +300,19 @@ def retrain_flow(
     window_id: str = "",
     monitoring_run_id: str = "",
     trigger: Trigger = "manual",
+    requested_by: str = "",
+    reason: str = "",
     params_path: Path | None = None,
     project: Path | None = None,
 ) -> RetrainOutcome:
     """Retrain on the traffic whose labels have matured, then shadow the new challenger.
 
     SIGNAL, WINDOW_ID and MONITORING_RUN_ID say why (they become tags of the training run);
-    TRIGGER says what launched it. PROJECT is the repository holding ``data.dvc``
-    (default: the working directory).
+    TRIGGER says what launched it. A ``manual`` run is a person's request: the cool-down
+    does not hold it back, and REQUESTED_BY and REASON are recorded with it. PROJECT is
+    the repository holding ``data.dvc`` (default: the working directory).
     """
+    quiet_rejected_data()
     settings = get_settings()
     logger = get_run_logger()
     project = project or Path.cwd()
@@ -271,14 +321,13 @@ def retrain_flow(
             logger.info("skipped: another retraining is in flight")
             return RetrainOutcome("skipped", "another retraining is in flight")
         now = dt.datetime.now(dt.UTC)
-        if reason := cooling_down(settings, now):
-            logger.info("skipped: %s", reason)
-            return RetrainOutcome("skipped", reason)
+        if held := _held_back(settings, now, trigger):
+            return RetrainOutcome("skipped", held)
         batch = collect_batch(settings, now)
         if batch.is_empty():
-            reason = "no new day of traffic has all its labels yet"
-            logger.info("skipped: %s", reason)
-            return RetrainOutcome("skipped", reason)
+            held = "no new day of traffic has all its labels yet"
+            logger.info("skipped: %s", held)
+            return RetrainOutcome("skipped", held)
         days = _days(batch)
         why = {
             TRIGGER_TAG: trigger,
@@ -286,10 +335,12 @@ def retrain_flow(
             WINDOW_TAG: window_id,
             MONITORING_RUN_TAG: monitoring_run_id,
             BATCH_DAYS_TAG: f"{days[0]}..{days[-1]}",
+            **_request_tags(trigger, requested_by, reason),
         }
         mark_started(settings, now, why)
         params = load_params(params_path or settings.params_path)
-        validate_batch(batch, _state_dir(settings) / "staging", params.validate_.max_fraud_rate)
+        staging = _state_dir(settings) / "staging"
+        validate_batch(batch, staging, settings.raw_dir, params.validate_.max_fraud_rate)
         data_version = add_batch(batch, settings.raw_dir, project / DATA_DVC_FILE)
         trained = training_flow(tags=why, params_path=params_path, project=project)
         routing = shadow_challenger(settings)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,43 @@ from fraudops.config import (
 )
 from fraudops.registry import configure_mlflow, register
 from fraudops.train import Selection
+from fraudops.validation import BatchRejected
 
 IO_RETRIES = 2
 IO_RETRY_DELAY_S = 2
 DATA_DVC_FILE = "data.dvc"
 #: Folder under FRAUDOPS_HOME holding the cached feature files.
 FEATURES_STORE = "features"
+#: Prefect's loggers of task and flow runs, which log each failure with its traceback.
+RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+
+
+class RejectedDataFilter(logging.Filter):
+    """Keeps the message but drops the traceback of a run that failed on rejected data.
+
+    A rejected batch is the data's fault, not the code's: its message names every broken
+    rule and file. Prefect logs each failed run with its traceback, which buries that
+    message under library frames in `fraudops train`, `fraudops retrain` and the Prefect UI.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], BatchRejected):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_rejected_data() -> None:
+    """Install ``RejectedDataFilter`` on Prefect's run loggers, once per process."""
+    for name in RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(known, RejectedDataFilter) for known in logger.filters):
+            logger.addFilter(RejectedDataFilter())
+
+
+def retry_unless_rejected(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Retry a failed read, unless the data was rejected: reading it again cannot help."""
+    return not isinstance(state.data, BatchRejected)
 
 
 @dataclass(frozen=True)
@@ -91,9 +123,11 @@ def locate_data(rev: str | None, project: Path, settings: Settings) -> training.
     name="load data",
     retries=IO_RETRIES,
     retry_delay_seconds=IO_RETRY_DELAY_S,
+    retry_condition_fn=retry_unless_rejected,
     cache_policy=NO_CACHE,
 )
 def load_data(source: training.DataSource) -> pl.DataFrame:
+    """The raw rows; a file that cannot be read as raw data raises ``BatchRejected``."""
     return training.load_raw(source)
 
 
@@ -221,6 +255,7 @@ def training_flow(
     it ran). PARAMS_PATH overrides the settings' params.yaml; PROJECT is the repository
     root holding ``data.dvc`` (default: the working directory).
     """
+    quiet_rejected_data()
     settings = get_settings()
     params = load_params(params_path or settings.params_path)
     client = connect_tracking(settings)

@@ -31,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraudops.config import Settings, get_settings
@@ -62,7 +63,13 @@ from serving.schemas import (
     TransactionBatch,
     ValidationProblem,
 )
-from serving.security import BodySizeLimit, content_length, require_admin
+from serving.security import (
+    API_KEY_HEADER,
+    BodySizeLimit,
+    content_length,
+    is_admin,
+    require_admin,
+)
 from serving.shadow import ShadowJob
 
 logger = logging.getLogger(__name__)
@@ -71,6 +78,8 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 REQUEST_ID_HEADER = "X-Request-ID"
 SCORE_PATH = "/v1/score"
+#: Counted for a request whose client went away before its body arrived (never sent).
+CLIENT_CLOSED_REQUEST = 499
 _INTERNAL_ERROR = "internal error; the server log has the details"
 
 _JSON = "application/json"
@@ -360,6 +369,16 @@ def _runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
+#: Declared by hand: a FastAPI header parameter would cost dependency solving per request.
+_OPTIONAL_ADMIN_KEY = {
+    "name": API_KEY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "The admin key: with it the routing includes its salt.",
+    "schema": {"type": "string"},
+}
+
+
 def _routes() -> Any:
     from fastapi import APIRouter
 
@@ -468,11 +487,18 @@ def _routes() -> Any:
     @router.get(
         "/v1/models",
         response_model=ModelsView,
+        openapi_extra={"parameters": [_OPTIONAL_ADMIN_KEY]},
         tags=["operations"],
-        summary="Loaded model versions and routing",
+        summary="Loaded model versions and routing (its salt with the admin key)",
     )
     async def models(request: Request) -> Response:
-        return _json(_models_view(_runtime(request).current()))
+        """Open to all, as monitoring and the demo read it; the routing salt, which lets
+        anyone compute (and so choose) a customer's A/B arm, only with the admin key."""
+        view = _models_view(_runtime(request).current())
+        if not is_admin(request):
+            for policy in ("configured", "active"):
+                del view["routing"][policy]["salt"]
+        return _json(view)
 
     @router.post(
         "/admin/reload",
@@ -502,8 +528,8 @@ def _routes() -> Any:
         summary="Replace the routing policy",
     )
     async def put_routing(request: Request) -> Response:
-        """Validated, checked against the loaded models, saved to the routing file (which
-        other workers follow), then in force for the next request."""
+        """Validated, checked against the loaded models, saved to the live routing file under
+        FRAUDOPS_HOME (which other workers follow), then in force for the next request."""
         config = _parse(RoutingConfig, await request.body())
         runtime = _runtime(request)
         loaded = runtime.current().models
@@ -548,6 +574,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> Response:
         return JSONResponse({"detail": _field_errors(error)}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(_request: Request, _error: ClientDisconnect) -> Response:
+        """The client left, or a read deadline cut it off, before its body was in: nothing
+        broke and no one is there to answer. 499 (nginx's code for it) in the metrics."""
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(ServiceUnavailable)
     async def unavailable(_request: Request, error: ServiceUnavailable) -> Response:

@@ -9,8 +9,14 @@ is ready: a policy naming an alias that is not loaded is kept as *configured* wh
 *active* policy is champion only, and it becomes active by itself once its models load.
 
 Several worker processes each hold their own snapshot. They converge through files:
-``PUT /admin/routing`` rewrites the routing file and ``POST /admin/reload`` touches a reload
-marker; every worker checks both once a second and follows.
+``PUT /admin/routing`` saves the live routing file and ``POST /admin/reload`` touches a
+reload marker; every worker checks both once a second and follows.
+
+The live policy is runtime state, so it is saved under ``FRAUDOPS_HOME``
+(``Settings.live_routing_path``), never over the tracked ``routing.yaml``: that file is the
+documented default, in force (and followed when edited) until a live policy exists, and a
+checkout stays as committed however serving is driven. Deleting the live file brings the
+default back.
 """
 
 from __future__ import annotations
@@ -85,9 +91,13 @@ class Snapshot:
 
 @dataclass
 class _Watched:
-    """Modification times of the files other workers use to signal this one."""
+    """Modification times of the files other workers use to signal this one.
 
-    routing: int | None = None
+    ``routing`` pairs the file in force with its time, so switching from the default file
+    to a newly saved live one counts as a change even if the times happened to match.
+    """
+
+    routing: tuple[Path, int | None] | None = None
     reload: int | None = None
 
 
@@ -123,8 +133,9 @@ class Runtime:
             namespace=self.settings.online_store_namespace,
         )
         self.writer = PredictionLogWriter.from_settings(self.settings)
-        self._configured = load_routing(self.settings.routing_path)
-        self._watched.routing = _mtime(self.settings.routing_path)
+        source = self._routing_file()
+        self._configured = load_routing(source)
+        self._watched.routing = (source, _mtime(source))
         self._watched.reload = _mtime(self.reload_marker)
         self.models = ModelSet(self.settings, self._wanted_aliases())
         await asyncio.to_thread(self.models.load)
@@ -133,6 +144,11 @@ class Runtime:
         self.shadow = ShadowScorer(self.writer, self.metrics, SHADOW_QUEUE_SIZE)
         self.shadow.start()
         self._sync_task = asyncio.create_task(self._sync_forever(), name="serving-sync")
+
+    def _routing_file(self) -> Path:
+        """The live policy once one was saved, else the default one (``routing.yaml``)."""
+        live = self.settings.live_routing_path
+        return live if live.exists() else self.settings.routing_path
 
     def _wanted_aliases(self) -> tuple[str, ...]:
         """Champion, challenger and whatever else the routing file names at start."""
@@ -200,13 +216,14 @@ class Runtime:
         )
 
     def set_routing(self, config: RoutingConfig) -> RoutingPlan:
-        """Make CONFIG the policy of this worker and, through the file, of the others.
+        """Make CONFIG the policy of this worker and, through the live file, of the others.
 
         The caller has checked that its aliases are loaded; the file is written first, so a
         policy in force is always one that survives a restart.
         """
-        save_routing(config, self.settings.routing_path)
-        self._watched.routing = _mtime(self.settings.routing_path)
+        live = self.settings.live_routing_path
+        save_routing(config, live)
+        self._watched.routing = (live, _mtime(live))
         self._rebuild(self.current().models, config)
         return self._snapshot.routing
 
@@ -227,11 +244,12 @@ class Runtime:
         assert self.writer is not None and self.shadow is not None
         self.metrics.observe_writer(self.writer.stats())
         self.metrics.shadow_queue_depth.set(self.shadow.depth)
-        routing_mtime = _mtime(self.settings.routing_path)
-        if routing_mtime != self._watched.routing:
-            self._watched.routing = routing_mtime
+        source = self._routing_file()
+        routing_stamp = (source, _mtime(source))
+        if routing_stamp != self._watched.routing:
+            self._watched.routing = routing_stamp
             try:
-                self._rebuild(self.current().models, load_routing(self.settings.routing_path))
+                self._rebuild(self.current().models, load_routing(source))
             except RoutingConfigError as error:
                 logger.error("routing: keeping the current policy: %s", error)
         reload_mtime = _mtime(self.reload_marker)

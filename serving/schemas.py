@@ -175,9 +175,29 @@ class RoutingState(BaseModel):
     missing_aliases: list[str]
 
 
+class RoutingPolicyView(RoutingConfig):
+    """A routing policy as ``GET /v1/models`` shows it: the salt only to admins.
+
+    The salt is all it takes to compute every customer's A/B arm (the hash is public), and
+    so to choose an arm by choosing the customer id; who may change the policy may read it.
+    """
+
+    salt: str | None = Field(  # type: ignore[assignment]
+        None,
+        description="Only with the admin key (X-API-Key); absent otherwise. Change it to "
+        "re-draw the arms.",
+    )
+
+
+class ModelsRouting(BaseModel):
+    configured: RoutingPolicyView
+    active: RoutingPolicyView = Field(description="What routes now: champion only until ready.")
+    missing_aliases: list[str]
+
+
 class ModelsView(BaseModel):
     models: list[LoadedModelInfo]
-    routing: RoutingState
+    routing: ModelsRouting
 
 
 class Readiness(BaseModel):

@@ -42,6 +42,16 @@ def require_admin(request: Request, supplied: str | None = Security(_api_key_hea
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"wrong {API_KEY_HEADER}")
 
 
+def is_admin(request: Request) -> bool:
+    """Whether the request carries the configured admin key, for an open endpoint that
+    shows admins more (``GET /v1/models``: the routing salt). Never true with no key set."""
+    configured = request.app.state.admin_key
+    supplied = request.headers.get(API_KEY_HEADER)
+    if configured is None or not supplied:
+        return False
+    return hmac.compare_digest(supplied.encode(), configured.encode())
+
+
 class BodyTooLarge(Exception):
     """A request body went past the limit while it was being read."""
 

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,43 +38,64 @@ _CI_MARKERS = {
 }  # fmt: skip
 
 
-def users_environment(**extra: str) -> dict[str, str]:
-    """This environment as on a user's machine: without the markers of a test or CI."""
-    env = {key: value for key, value in os.environ.items() if key not in _CI_MARKERS}
-    return {**env, **extra}
+def users_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """BASE (default: this environment) as on a user's machine: no marker of a test or CI."""
+    env = os.environ if base is None else base
+    return {key: value for key, value in env.items() if key not in _CI_MARKERS}
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """What a trace shows a run tried to reach."""
+
+    outside: list[str]  # each ``host:port`` off loopback, or any DNS server
+    dns_queries: int
+    loopback: int  # connections it made on loopback: proof the trace saw the run at all
+
+    @property
+    def phoned_nobody(self) -> bool:
+        return not self.outside and self.dns_queries == 0 and self.loopback > 0
 
 
 @dataclass(frozen=True)
 class Offline:
-    """What an offline run printed, and each outside address it tried (``host:port``)."""
+    """What an offline run printed, and what it tried to reach."""
 
     returncode: int
     output: str
-    outside: list[str]
-    dns_queries: int
+    attempts: Attempts
 
 
 def _is_loopback(host: str) -> bool:
     return host.startswith("127.") or host in {"::1", "::ffff:127.0.0.1"}
 
 
-def _reached(trace: str) -> tuple[list[str], int]:
-    outside, dns = [], 0
-    for line in trace.splitlines():
+def offline_prefix(trace: Path) -> list[str]:
+    """The argv prefix that runs a command offline, its attempts recorded in TRACE."""
+    return ["unshare", "--net", "--", "sh", "-c", _SHELL, str(trace)]
+
+
+def attempts(trace: Path) -> Attempts:
+    """What TRACE (written by a command run under ``offline_prefix``) shows it tried."""
+    outside, dns, loopback = set(), 0, 0
+    text = trace.read_text() if trace.exists() else ""
+    for line in text.splitlines():
         for pattern in (_INET, _INET6):
             for port, host in pattern.findall(line):
                 dns += port == "53"
-                if not _is_loopback(host) or port == "53":
-                    outside.append(f"{host}:{port}")
-    return sorted(set(outside)), dns
+                if _is_loopback(host) and port != "53":
+                    loopback += 1
+                else:
+                    outside.add(f"{host}:{port}")
+    return Attempts(sorted(outside), dns, loopback)
 
 
 def require_offline_tools() -> None:
     """Skip (or fail, where CI requires every service) without unshare/strace/root."""
     missing = [tool for tool in ("unshare", "strace", "ip") if shutil.which(tool) is None]
-    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, check=False)
-    if missing or probe.returncode != 0:
-        reason = f"missing {missing}" if missing else probe.stderr.decode().strip()
+    probe = None if missing else subprocess.run(["unshare", "--net", "true"], capture_output=True)
+    if probe is None or probe.returncode != 0:
+        reason = probe.stderr.decode().strip() if probe else f"missing {missing}"
         message = f"cannot run in a loopback-only network namespace: {reason}"
         if os.environ.get("FRAUDOPS_REQUIRE_SERVICES") == "1":
             pytest.fail(message)
@@ -89,7 +111,7 @@ def run_offline(
     detect one keep quiet by themselves and would hide a missing switch.
     """
     done = subprocess.run(
-        ["unshare", "--net", "--", "sh", "-c", _SHELL, str(trace), *command],
+        [*offline_prefix(trace), *command],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -97,5 +119,4 @@ def run_offline(
         check=False,
         timeout=timeout,
     )
-    outside, dns = _reached(trace.read_text() if trace.exists() else "")
-    return Offline(done.returncode, done.stdout + done.stderr, outside, dns)
+    return Offline(done.returncode, done.stdout + done.stderr, attempts(trace))

@@ -27,9 +27,6 @@ if TYPE_CHECKING:
 
     from fraudops.abtest import ReportWindow
 
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
 console = Console(stderr=True)
 
@@ -64,6 +61,30 @@ def fail(message: str) -> typer.Exit:
     """Print MESSAGE as an error; raise the result to exit with status 1."""
     console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code=1)
+
+
+#: How Prefect words a temporary server that did not answer in time (a plain RuntimeError).
+_PREFECT_STARTUP_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API"
+
+
+def main() -> None:
+    """The ``fraudops`` command: the Typer app, with Prefect's startup timeout explained.
+
+    Any flow can be the first to start Prefect's temporary server, and on a busy machine
+    it may not answer in time; the user then needs the setting to change, not a traceback.
+    """
+    try:
+        app()
+    except RuntimeError as exc:
+        if _PREFECT_STARTUP_TIMEOUT not in str(exc):
+            raise
+        timeout = get_settings().prefect_startup_timeout_s
+        console.print(
+            f"[bold red]error:[/] Prefect's temporary server did not start within {timeout} s. "
+            "Set FRAUDOPS_PREFECT_STARTUP_TIMEOUT_S higher, or start a server "
+            "(`prefect server start`) and set FRAUDOPS_PREFECT_API_URL to its API URL."
+        )
+        raise SystemExit(1) from None
 
 
 @app.command()
@@ -171,11 +192,15 @@ def _use_prefect() -> None:
     """Point Prefect at the configured server and keep its results under FRAUDOPS_HOME.
 
     Prefect reads its settings once, at import, so this runs before a flow is imported.
-    Without an API URL, Prefect runs flows against a temporary local server.
+    Without an API URL, Prefect runs flows against a temporary local server, given
+    ``prefect_startup_timeout_s`` to start (``main`` explains a timeout).
     """
     settings = get_settings()
     if settings.prefect_api_url:
         os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
+    os.environ.setdefault(
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(settings.prefect_startup_timeout_s)
+    )
     results = (settings.home / "prefect-results").resolve()
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(results))
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "fraudops")
@@ -365,6 +390,7 @@ def backfill(
     """Load the online feature store from raw data, so serving can start mid-stream."""
     from fraudops.datasets import read_raw
     from fraudops.online_store import OnlineStoreError, open_online_store
+    from fraudops.validation import BatchRejected
 
     settings = get_settings()
     params = load_params().features
@@ -378,7 +404,7 @@ def backfill(
             )
             with store:
                 summary = store.backfill(transactions, until.date() if until else None)
-        except (OnlineStoreError, FileNotFoundError, ValueError) as exc:
+        except (BatchRejected, OnlineStoreError, FileNotFoundError, ValueError) as exc:
             raise fail(str(exc)) from exc
     console.print(
         f"state as of the end of {summary.until}: {summary.customer_buckets:,} customer and "
@@ -601,11 +627,18 @@ def monitor(
 
 @app.command()
 def retrain(
-    signal: Annotated[str, typer.Option(help="Why, recorded as a tag.")] = "manual",
+    signal: Annotated[str, typer.Option(help="The signal it answers, as a tag.")] = "manual",
     window_id: Annotated[str, typer.Option(help="The window that showed it.")] = "",
     monitoring_run: Annotated[str, typer.Option(help="The monitoring run behind it.")] = "",
+    requested_by: Annotated[
+        str | None, typer.Option(help="Who asks, recorded as a tag (default: your user name).")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why you ask, recorded as a tag.")] = "",
 ) -> None:
-    """Version the matured traffic, train a challenger on it, and shadow it in serving."""
+    """Version the matured traffic, train a challenger on it, and shadow it in serving.
+
+    A request by hand: the cool-down that spaces out drift-triggered runs does not apply.
+    """
     _use_prefect()
     from fraudops.registry import RegistryError
     from fraudops.validation import BatchRejected
@@ -614,7 +647,12 @@ def retrain(
 
     try:
         outcome = retrain_flow(
-            signal=signal, window_id=window_id, monitoring_run_id=monitoring_run, trigger="manual"
+            signal=signal,
+            window_id=window_id,
+            monitoring_run_id=monitoring_run,
+            trigger="manual",
+            requested_by=requested_by or _user_name(),
+            reason=reason,
         )
     except (BatchRejected, RegistryError, VersioningError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
@@ -625,6 +663,16 @@ def retrain(
         f"[green]retrained[/]: version {outcome.version} on data {outcome.data_version} "
         f"({len(outcome.batch_days)} new days); {outcome.routing}"
     )
+
+
+def _user_name() -> str:
+    """The operating system's name for whoever runs the command, recorded as who asked."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in the environment or the user database
+        return "unknown"
 
 
 @app.command("simulate-traffic")
@@ -762,144 +810,20 @@ def demo(
     drift_days: Annotated[
         int, typer.Option(help="Days of drifted traffic: more than the label delay.")
     ] = 8,
+    seconds_per_day: Annotated[
+        float, typer.Option(min=0, help="Wall-clock seconds per simulated day of traffic.")
+    ] = 2.0,
 ) -> None:
     """The whole loop on this machine: data, DVC, training, serving, drift, retraining, shadow.
 
-    Each step is the same `fraudops` command a user would type, run as a child process
-    against a local Prefect server and the served flows, so the demo shows nothing the
-    commands cannot do on their own.
+    It runs in a git worktree of its own (FRAUDOPS_HOME/demo, branch fraudops-demo), where
+    its data versions are commits and its state is git-ignored: this checkout stays as
+    committed. The end of its output says where everything is.
     """
-    import subprocess
-    import sys
+    from fraudops.demo import DemoError, DemoOptions, run_loop
 
-    from fraudops.servers import PrefectServer
-
-    label_delay = load_params().features.label_delay_days
-    if drift_days <= label_delay:
-        raise fail(
-            f"--drift-days must be more than the label delay ({label_delay} days): retraining "
-            "learns only from days whose labels have all arrived"
-        )
-    settings = get_settings()
-    bin_dir = Path(sys.executable).parent
-    url = f"http://127.0.0.1:{port}"
-    key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else "demo-key"
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "FRAUDOPS_ADMIN_API_KEY": key,
-        "FRAUDOPS_SERVING_URL": url,
-        "DVC_NO_ANALYTICS": "1",
-    }
-
-    def run(*args: str) -> None:
-        console.rule(" ".join(args))
-        if subprocess.run(list(args), env=env, check=False).returncode != 0:
-            raise fail(f"`{' '.join(args)}` failed; see its output above")
-
-    run("fraudops", "generate", "--overwrite")
-    run("dvc", "repro")
-    logs = settings.home / "logs"
-    with PrefectServer(settings.home / "prefect", log_dir=logs) as prefect:
-        env["PREFECT_API_URL"] = prefect.api_url
-        console.print(f"Prefect UI: {prefect.url}")
-        children = [
-            subprocess.Popen(
-                [sys.executable, "-m", "pipelines.deployments", "--only", "retraining"],
-                env=env,
-                stdout=(logs / "deployments.log").open("w"),
-                stderr=subprocess.STDOUT,
-            )
-        ]
-        try:
-            run("fraudops", "train")
-            run("fraudops", "backfill")
-            children.append(
-                subprocess.Popen(
-                    ["fraudops", "serve", "--port", str(port), "--log-level", "warning"], env=env
-                )
-            )
-            _wait_ready(url)
-            # Monitoring runs once, after the last drifted day: by then the first day's labels
-            # (posted once the label delay has passed) are in, so the retraining the drift
-            # event starts has a matured day of traffic to learn from.
-            run(
-                "fraudops",
-                "simulate-traffic",
-                "--days",
-                str(drift_days),
-                "--scenario",
-                "amount_shift",
-                "--monitor-every",
-                str(drift_days),
-            )
-            console.print(f"challenger version {_wait_for_shadow(url)} is in shadow")
-            _route_ab_with_shadow(url, key)
-            run("fraudops", "simulate-traffic", "--days", "1", "--no-drain-labels")
-            run("fraudops", "report", "shadow")
-            run("fraudops", "report", "ab")
-        finally:
-            for child in children:
-                child.terminate()
-                child.wait(timeout=60)
-    console.rule("done")
-    console.print(
-        "Dashboards: run `fraudops dashboards`, then open http://127.0.0.1:8085\n"
-        f"MLflow UI:  mlflow ui --backend-store-uri {settings.tracking_uri}"
-    )
-
-
-def _wait_ready(url: str, timeout_s: float = 120) -> None:
-    """Block until the scoring API answers /ready with 200."""
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise fail(f"the scoring API at {url} was not ready within {timeout_s:.0f} s")
-
-
-def _wait_for_shadow(url: str, timeout_s: float = 900) -> str:
-    """Block until retraining has put a challenger in shadow; its version."""
-    import time
-
-    import httpx
-
-    from fraudops.registry import CHALLENGER
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        models = httpx.get(f"{url}/v1/models", timeout=5).json()
-        shadow = (models["routing"]["configured"].get("shadow") or {}).get("alias")
-        if shadow == CHALLENGER:
-            return next(m["version"] for m in models["models"] if m["alias"] == CHALLENGER)
-        time.sleep(5)
-    raise fail(f"no challenger reached shadow within {timeout_s:.0f} s")
-
-
-def _route_ab_with_shadow(url: str, key: str) -> None:
-    """Send a fifth of customers to the challenger and shadow it on the rest."""
-    import httpx
-
-    from fraudops.registry import CHALLENGER, CHAMPION
-    from fraudops.routing import RoutingConfig, ShadowPolicy
-
-    routing = RoutingConfig(
-        mode="ab", weights={CHAMPION: 80, CHALLENGER: 20}, shadow=ShadowPolicy(alias=CHALLENGER)
-    )
-    response = httpx.put(
-        f"{url}/admin/routing",
-        headers={"X-API-Key": key},
-        json=routing.model_dump(mode="json"),
-        timeout=10,
-    )
-    if response.status_code != 200:
-        raise fail(f"routing change refused: {response.status_code} {response.text}")
-    console.print("routing: A/B champion 80 / challenger 20, challenger shadowing the rest")
+    options = DemoOptions(port=port, drift_days=drift_days, seconds_per_day=seconds_per_day)
+    try:
+        run_loop(options)
+    except DemoError as exc:
+        raise fail(str(exc)) from exc

@@ -34,12 +34,27 @@ class Settings(BaseSettings):
     experiment_name: str = "fraudops"
     model_name: str = "fraud-detector"
     prefect_api_url: str | None = None
+    prefect_startup_timeout_s: int = Field(
+        180,
+        ge=1,
+        description="Without `prefect_api_url`, how long a flow waits for Prefect's temporary "
+        "server to start. Prefect's own 20 s is often too short on a busy 2-core machine.",
+    )
     admin_api_key: SecretStr | None = None
     id_hash_salt: SecretStr = SecretStr("fraudops-dev-salt")
     require_services: bool = Field(
         False, description="Tests of PostgreSQL/Redis backends fail instead of skipping."
     )
-    routing_path: Path = Field(Path("routing.yaml"), description="The A/B and shadow policy.")
+    routing_path: Path = Field(
+        Path("routing.yaml"),
+        description="The default A/B and shadow policy (tracked): in force until a live one "
+        "is saved, and never written by the server.",
+    )
+    routing_state_path: Path | None = Field(
+        None,
+        description="The live policy PUT /admin/routing saves and every worker follows: "
+        "runtime state, so it lives under `home` unless set, not in the checkout.",
+    )
     monitoring_workspace: Path = Field(
         Path("monitoring/workspace"), description="The Evidently workspace the UI serves."
     )
@@ -71,11 +86,26 @@ class Settings(BaseSettings):
     model_poll_interval_s: float = Field(
         30.0, gt=0, description="How often serving asks the registry for new alias versions."
     )
+    serve_keepalive_s: float = Field(
+        5.0, gt=0, description="`fraudops serve` closes a kept-alive connection idle this long."
+    )
+    serve_header_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="A request's headers must all arrive within this long of the connection "
+        "opening (or of the request's first byte on a kept-alive one), or it is closed.",
+    )
+    serve_body_timeout_s: float = Field(
+        10.0, gt=0, description="A request's body must all arrive this long after its headers."
+    )
     serving_url: str | None = Field(
         None, description="The scoring API retraining switches to shadow; none: left alone."
     )
     retrain_cooldown_s: float = Field(
-        6 * 3600.0, ge=0, description="After a retraining starts, later triggers are skipped."
+        6 * 3600.0,
+        ge=0,
+        description="After a retraining starts, later automatic triggers are skipped "
+        "(a retraining asked for by hand is not).",
     )
 
     @property
@@ -102,6 +132,11 @@ class Settings(BaseSettings):
         if self.online_store_url:
             return self.online_store_url
         return f"sqlite:///{(self.home / 'online-features.db').resolve()}"
+
+    @property
+    def live_routing_path(self) -> Path:
+        """Where the live routing policy is saved: `home`/routing.yaml unless set."""
+        return self.routing_state_path or self.home / "routing.yaml"
 
     @property
     def model_cache(self) -> Path:

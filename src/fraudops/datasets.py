@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from fraudops.schema import PARTITION_KEY, RAW_SCHEMA, TRANSACTION_ID, TX_DATETIME
+from fraudops.validation import check_raw_files
 
 PART_FILE = "part-0.parquet"
 PARTITION_PREFIX = f"{PARTITION_KEY}="
@@ -88,15 +89,31 @@ def read_raw(path: Path) -> pl.DataFrame:
     ``path`` is a root of day partitions or one ``day=…`` partition. ``day`` comes from
     where a row is stored, not from its timestamp, so validation can catch a row filed
     under the wrong day.
+
+    Every file is checked before any row is read: one that is not Parquet, lacks a raw
+    column or stores one with another type raises ``BatchRejected`` naming the rule and
+    the file. Files may store an integer column at different widths (validation accepts
+    any): they are read at the widest.
     """
     partitions = _partitions(path)
+    check_raw_files([file for _, files in partitions for file in files])
     scans = [
-        pl.scan_parquet(files)
+        pl.scan_parquet(file)
         .select(list(RAW_SCHEMA))
         .with_columns(pl.lit(day, dtype=pl.Date).alias(PARTITION_KEY))
         for day, files in partitions
+        for file in files
     ]
-    return pl.concat(scans).sort(TRANSACTION_ID).collect()
+    return pl.concat(scans, how="vertical_relaxed").sort(TRANSACTION_ID).collect()
+
+
+def check_raw(path: Path) -> None:
+    """Raise BatchRejected naming each file under PATH that ``read_raw`` could not read.
+
+    Reads only the files' footers, so a flow can check data it will read later (retraining
+    checks ``data/raw`` before adding a batch to it) in milliseconds.
+    """
+    check_raw_files([file for _, files in _partitions(path) for file in files])
 
 
 def _partitions(path: Path) -> list[tuple[dt.date, list[Path]]]:

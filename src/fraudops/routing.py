@@ -6,8 +6,10 @@ Assignment is a salted stable hash of the customer id, so one customer stays in 
 across requests, restarts and replicas, which keeps per-customer behaviour (and the A/B
 comparison) consistent; changing the salt re-draws every assignment for a fresh experiment.
 
-``RoutingConfig`` is the validated document (``routing.yaml``, ``PUT /admin/routing``);
-``Router`` is its compiled form whose ``route`` runs on the request path in about 1 µs.
+``RoutingConfig`` is the validated document: the default one in the tracked ``routing.yaml``,
+the live one that ``PUT /admin/routing`` saves under ``FRAUDOPS_HOME`` (runtime state, kept
+out of the checkout). ``Router`` is its compiled form whose ``route`` runs on the request
+path in about 1 µs.
 """
 
 from __future__ import annotations
@@ -175,12 +177,17 @@ def describe_errors(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
+#: Heads a saved policy, so whoever opens the file knows where it came from and how to undo it.
+_LIVE_HEADER = (
+    "# The live routing policy, saved by PUT /admin/routing; while this file exists it wins\n"
+    "# over the default (routing.yaml, FRAUDOPS_ROUTING_PATH). Delete it to go back.\n"
+)
+
+
 def save_routing(config: RoutingConfig, path: Path) -> None:
     """Write atomically, so a server reading the file never sees half of it."""
     document = config.model_dump(mode="json", exclude_none=True)
-    text = "# Routing policy; PUT /admin/routing rewrites this file.\n" + yaml.safe_dump(
-        document, sort_keys=False
-    )
+    text = _LIVE_HEADER + yaml.safe_dump(document, sort_keys=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

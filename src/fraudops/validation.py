@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -45,16 +46,21 @@ RAW_BATCH_SCHEMA: dict[str, pl.DataType] = {**RAW_SCHEMA, PARTITION_KEY: pl.Date
 
 @dataclass(frozen=True)
 class RuleFailure:
-    """One broken rule; ``offending_rows`` is None when the rule concerns the whole batch."""
+    """One broken rule; ``offending_rows`` is None when the rule concerns the whole batch.
+
+    ``unit`` names what ``offending_rows`` counts: rows, or files for the rules judged on
+    files before any row can be read.
+    """
 
     rule: str
     explanation: str
     offending_rows: int | None
     examples: tuple[dict[str, Any], ...]
+    unit: str = "row"
 
     def render(self) -> str:
-        rows = self.offending_rows
-        scope = "whole batch" if rows is None else _plural(rows, "row")
+        count = self.offending_rows
+        scope = "whole batch" if count is None else _plural(count, self.unit)
         lines = [f"{self.rule}: {self.explanation} ({scope})"]
         lines += ["    " + _render_example(example) for example in self.examples]
         return "\n".join(lines)
@@ -127,6 +133,55 @@ def validate_features(features: pl.DataFrame, params: FeatureParams) -> None:
     failures += _row_failures(features, _feature_row_rules(features, usable, params))
     if failures:
         raise BatchRejected(failures)
+
+
+#: The rules judged on a raw file's footer, before any of its rows is read.
+FILE_RULES = {
+    "unreadable_file": "files must be readable Parquet files",
+    "missing_columns": "files must hold every raw column",
+    "wrong_dtypes": "files must store each column with its type",
+}
+
+
+def check_raw_files(files: Sequence[Path]) -> None:
+    """Raise BatchRejected naming every file that cannot be read as raw transactions.
+
+    Only each file's footer is read, before any row. A 0-byte, truncated or non-Parquet
+    file, a file without a raw column, or one storing a column with another type would
+    otherwise fail deep inside the reader, which selects the raw columns first: a Polars
+    traceback instead of the rule and the file to fix.
+    """
+    found: dict[str, list[dict[str, str]]] = {rule: [] for rule in FILE_RULES}
+    for path in files:
+        for rule, example in _file_problems(path):
+            found[rule].append(example)
+    failures = [
+        RuleFailure(rule, FILE_RULES[rule], len(examples), tuple(examples[:MAX_EXAMPLES]), "file")
+        for rule, examples in found.items()
+        if examples
+    ]
+    if failures:
+        raise BatchRejected(failures)
+
+
+def _file_problems(path: Path) -> list[tuple[str, dict[str, str]]]:
+    """The file rules PATH breaks, each with an example that names the file."""
+    try:
+        schema = pl.read_parquet_schema(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        return [("unreadable_file", {"file": str(path), "error": str(exc).splitlines()[0]})]
+    absent = ", ".join(column for column in RAW_SCHEMA if column not in schema)
+    wrong = "; ".join(_mistyped(schema, RAW_SCHEMA))
+    problems = (("missing_columns", absent), ("wrong_dtypes", wrong))
+    return [(rule, {"file": str(path), "columns": text}) for rule, text in problems if text]
+
+
+def _mistyped(schema: Mapping[str, pl.DataType], expected: Mapping[str, pl.DataType]) -> list[str]:
+    return [
+        f"{column} is {schema[column]}, not {dtype}"
+        for column, dtype in expected.items()
+        if column in schema and not _dtype_accepted(dtype, schema[column])
+    ]
 
 
 # --- rules -----------------------------------------------------------------------------------

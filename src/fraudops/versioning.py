@@ -7,14 +7,11 @@ interface DVC keeps stable.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
-
-_QUIET_ENV = {"DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1"}
 
 
 class VersioningError(RuntimeError):
@@ -22,8 +19,7 @@ class VersioningError(RuntimeError):
 
 
 def _run(args: list[str], cwd: Path | None = None) -> str:
-    env = {**os.environ, **_QUIET_ENV}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         output = (done.stderr or done.stdout).strip()
         raise VersioningError(

@@ -45,8 +45,9 @@ def test_the_watcher_sees_a_dns_query_and_an_outside_connection(tmp_path: Path) 
         [sys.executable, "-c", script], tmp_path, users_environment(), tmp_path / "trace"
     )
     assert run.returncode == 0, run.output
-    assert run.dns_queries >= 1
-    assert "10.1.2.3:80" in run.outside
+    assert run.attempts.dns_queries >= 1
+    assert "10.1.2.3:80" in run.attempts.outside
+    assert not run.attempts.phoned_nobody
 
 
 def test_mlflow_reports_usage_with_do_not_track_1_but_not_after_importing_fraudops(
@@ -59,10 +60,10 @@ def test_mlflow_reports_usage_with_do_not_track_1_but_not_after_importing_fraudo
         [*command, MLFLOW_RUN.format(preamble="")], tmp_path, env, tmp_path / "leaky"
     )
     assert leaky.returncode == 0, leaky.output
-    assert leaky.dns_queries >= 1, "MLflow no longer reports usage here: update this test"
+    assert leaky.attempts.dns_queries >= 1, "MLflow no longer reports usage: update this test"
 
     quiet = run_offline(
         [*command, MLFLOW_RUN.format(preamble="import fraudops")], tmp_path, env, tmp_path / "q"
     )
     assert quiet.returncode == 0, quiet.output
-    assert quiet.outside == [] and quiet.dns_queries == 0
+    assert quiet.attempts.outside == [] and quiet.attempts.dns_queries == 0
