@@ -32,7 +32,7 @@ REPEATS = 5
 def load_polars(raw_path: Path) -> tuple[Any, Callable[..., Any]]:
     import polars as pl
 
-    from fraudops.features import build_features
+    from fraudops.features.definitions import build_features
 
     return pl.read_parquet(raw_path), build_features
 
@@ -92,8 +92,8 @@ def assert_identical(results: dict[str, Path]) -> None:
     from polars.testing import assert_frame_equal
 
     from fraudops.config import FeatureParams
-    from fraudops.features import KEY_COLUMNS, feature_columns
-    from fraudops.schema import TX_DATETIME
+    from fraudops.data.schema import TX_DATETIME
+    from fraudops.features.definitions import KEY_COLUMNS, feature_columns
 
     columns = [c for c in KEY_COLUMNS if c != TX_DATETIME] + feature_columns(FeatureParams())
     ours, baseline = (pl.read_parquet(results[name], columns=columns) for name in IMPLEMENTATIONS)
@@ -102,7 +102,7 @@ def assert_identical(results: dict[str, Path]) -> None:
 
 def main() -> None:
     from fraudops.config import SimulateParams
-    from fraudops.simulate import simulate
+    from fraudops.data.simulate import simulate
 
     with tempfile.TemporaryDirectory() as scratch:
         raw_path = Path(scratch) / "raw.parquet"

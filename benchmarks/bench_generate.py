@@ -22,9 +22,9 @@ HANDBOOK_SIMULATOR_SECONDS = 227.0
 def work(out_dir: Path) -> dict[str, float | int]:
     """Simulate the default params and write them; return timings and sizes."""
     from fraudops.config import SimulateParams
-    from fraudops.datasets import read_raw, write_raw
-    from fraudops.schema import TX_FRAUD
-    from fraudops.simulate import simulate
+    from fraudops.data.datasets import read_raw, write_raw
+    from fraudops.data.schema import TX_FRAUD
+    from fraudops.data.simulate import simulate
 
     started = time.perf_counter()
     transactions = simulate(SimulateParams())

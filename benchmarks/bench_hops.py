@@ -9,7 +9,8 @@ same kind of model (a params.yaml-sized XGBoost champion, 300 trees, scored by t
 tree walk):
 
 1. parse: the raw JSON body validated into ``serving.schemas.Transaction`` (strict);
-2. route: the A/B arm and shadow sample of the customer (salted hash, ``fraudops.routing``);
+2. route: the A/B arm and shadow sample of the customer (salted hash,
+   ``fraudops.experiments.routing``);
 3. features: one atomic exchange with the online store (read the customer's and the
    terminal's day buckets, record the transaction), then the 15 features;
 4. model: the features as a numpy row, the score and the decision;
@@ -54,17 +55,17 @@ HOPS = ("parse", "route", "features", "model", "log hand-off", "answer")
 def _train(root: Path) -> tuple[Any, Any, Any]:
     """The raw data, the feature params and the champion as serving holds it."""
     from fraudops.config import CandidateGrid, Params, SimulateParams, TrainParams
-    from fraudops.datasets import write_raw
-    from fraudops.features import feature_columns
-    from fraudops.models import LoadedModel
-    from fraudops.simulate import simulate
-    from fraudops.training import (
+    from fraudops.data.datasets import write_raw
+    from fraudops.data.simulate import simulate
+    from fraudops.features.definitions import feature_columns
+    from fraudops.modeling.steps import (
         ModelCard,
         load_model_dir,
         save_model_dir,
         train_bare,
         workspace_data,
     )
+    from serving.models import LoadedModel
 
     raw = simulate(SimulateParams(customers=500, terminals=1000, days=40))
     write_raw(raw, root / "raw")
@@ -94,10 +95,16 @@ def _time_hops(raw: Any, feature_params: Any, model: Any, store: Any, writer: An
     """Per-hop latencies in µs for the last N transactions, after a backfill of the rest."""
     import polars as pl
 
-    from fraudops.online_store import Transaction as StoreTransaction
-    from fraudops.prediction_log import PredictionRecord
-    from fraudops.routing import Router, RoutingConfig, ShadowPolicy
-    from fraudops.schema import CUSTOMER_ID, TERMINAL_ID, TRANSACTION_ID, TX_AMOUNT, TX_DATETIME
+    from fraudops.data.schema import (
+        CUSTOMER_ID,
+        TERMINAL_ID,
+        TRANSACTION_ID,
+        TX_AMOUNT,
+        TX_DATETIME,
+    )
+    from fraudops.experiments.routing import Router, RoutingConfig, ShadowPolicy
+    from fraudops.features.online_store import Transaction as StoreTransaction
+    from fraudops.logs.prediction_log import PredictionRecord
     from serving.schemas import Transaction
 
     day = pl.col(TX_DATETIME).dt.date()
@@ -234,8 +241,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from fraudops.online_store import open_online_store
-    from fraudops.prediction_log import PredictionLogWriter, open_prediction_log
+    from fraudops.features.online_store import open_online_store
+    from fraudops.logs.prediction_log import PredictionLogWriter, open_prediction_log
 
     results: dict[str, Any] = {"transactions": args.transactions}
     with tempfile.TemporaryDirectory(prefix="fraudops-hops-") as tmp:
@@ -256,7 +263,7 @@ def main() -> None:
         _print_hops("SQLite online store, SQLite prediction log", hops)
 
         if args.redis and args.postgres:
-            from fraudops.servers import create_postgres_database, drop_postgres_database
+            from fraudops.local.servers import create_postgres_database, drop_postgres_database
 
             namespace = f"bench-hops-{uuid.uuid4().hex[:8]}"
             database = create_postgres_database(args.postgres)

@@ -7,7 +7,7 @@ Run from the repository root (about 10 minutes on 2 cores):
 Protocol as in the handbook: features over all days, train 2018-07-25..07-31, skip the
 label-delay week, test 2018-08-08..08-14 with known-compromised cards removed. The
 handbook's Ch.3 baselines are refitted on our data; our candidates are chosen by
-`fraudops.train.select_model` on the validation folds only (07-04..07-31), then
+`fraudops.modeling.candidates.select_model` on the validation folds only (07-04..07-31), then
 scored on the test week and, as in handbook Ch.5, on four prequential test weeks
 (training from 08-15 back to 07-25, tests 08-08..09-04).
 """
@@ -28,12 +28,12 @@ from sklearn.tree import DecisionTreeClassifier
 from xgboost import XGBClassifier
 
 from fraudops.config import Params, load_params
-from fraudops.evaluate import ranking_metrics
-from fraudops.features import build_features, feature_columns
-from fraudops.schema import TX_FRAUD
-from fraudops.simulate import simulate
-from fraudops.split import HANDBOOK_TEST_START, TimeSplit, final_split, prequential_splits
-from fraudops.train import fit, fraud_scores, inputs, select_model
+from fraudops.data.schema import TX_FRAUD
+from fraudops.data.simulate import simulate
+from fraudops.data.split import HANDBOOK_TEST_START, TimeSplit, final_split, prequential_splits
+from fraudops.features.definitions import build_features, feature_columns
+from fraudops.modeling.candidates import fit, fraud_scores, inputs, select_model
+from fraudops.modeling.evaluation import ranking_metrics
 
 METRICS = ("roc_auc", "average_precision", "card_precision_at_100")
 

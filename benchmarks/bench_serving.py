@@ -243,11 +243,11 @@ def _measure(
 def _train_and_register(root: Path) -> tuple[str, list[str]]:
     """Two models in a fresh MLflow store: champion (params.yaml size) and challenger."""
     from fraudops.config import CandidateGrid, Params, Settings, SimulateParams, TrainParams
-    from fraudops.datasets import write_raw
-    from fraudops.features import feature_columns
-    from fraudops.registry import configure_mlflow, register
-    from fraudops.simulate import simulate
-    from fraudops.training import log_training_run, train_bare, workspace_data
+    from fraudops.data.datasets import write_raw
+    from fraudops.data.simulate import simulate
+    from fraudops.features.definitions import feature_columns
+    from fraudops.modeling.steps import log_training_run, train_bare, workspace_data
+    from fraudops.tracking.registry import configure_mlflow, register
 
     write_raw(simulate(SimulateParams(customers=500, terminals=1000, days=40)), root / "raw")
     settings = Settings(home=root / "home", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
@@ -279,7 +279,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float) -> N
 def _bench_fraudops(
     root: Path, tracking_uri: str, workers: int, seconds: float
 ) -> dict[str, dict[str, Any]]:
-    from fraudops.servers import free_port
+    from fraudops.local.servers import free_port
     from serving.server import ServingProcess
 
     home = root / "serve-home"
@@ -339,7 +339,7 @@ def _settle(url: str, timeout: float = 60) -> None:
 def _bench_mlflow(
     tracking_uri: str, features: list[str], workers: int, seconds: float
 ) -> dict[str, dict[str, Any]]:
-    from fraudops.servers import free_port
+    from fraudops.local.servers import free_port
 
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)

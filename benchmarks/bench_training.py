@@ -7,7 +7,7 @@ Usage (from the repository root; both runs together take 5-10 minutes on 2 cores
 The data is the workspace's `data/raw` (generated with `fraudops generate` when missing).
 In one process, with every module imported first:
 
-1. bare: the library steps of `fraudops.training` in a row, no Prefect, no MLflow;
+1. bare: the library steps of `fraudops.modeling.steps` in a row, no Prefect, no MLflow;
 2. flow: `training_flow` against a real `prefect server` (started before timing), logging to
    MLflow on SQLite in a scratch home, with an empty Prefect result store, so features are
    computed, not read from cache.
@@ -57,21 +57,21 @@ def ensure_data() -> None:
 
 
 def bare_run() -> dict[str, float]:
-    from fraudops import training
     from fraudops.config import get_settings, load_params
+    from fraudops.modeling import steps
 
     settings, params = get_settings(), load_params()
     times: dict[str, float] = {}
     source = timed(
         times,
         "locate data",
-        lambda: training.workspace_data(settings.raw_dir, PROJECT / "data.dvc"),
+        lambda: steps.workspace_data(settings.raw_dir, PROJECT / "data.dvc"),
     )
-    raw = timed(times, "load data", lambda: training.load_raw(source))
-    timed(times, "validate data", lambda: training.validate_batch(raw, params.validate_))
-    features = timed(times, "build features", lambda: training.featurise(raw, params.features))
-    selection = timed(times, "select model", lambda: training.select(features, params))
-    timed(times, "evaluate on test", lambda: training.evaluate_on_test(selection, params))
+    raw = timed(times, "load data", lambda: steps.load_raw(source))
+    timed(times, "validate data", lambda: steps.validate_batch(raw, params.validate_))
+    features = timed(times, "build features", lambda: steps.featurise(raw, params.features))
+    selection = timed(times, "select model", lambda: steps.select(features, params))
+    timed(times, "evaluate on test", lambda: steps.evaluate_on_test(selection, params))
     return times
 
 
@@ -136,7 +136,7 @@ def main() -> None:
             "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(scratch / "prefect-results"),
         }
     )
-    from fraudops.servers import PrefectServer
+    from fraudops.local.servers import PrefectServer
 
     one_off: dict[str, float] = {}
     server = PrefectServer(scratch / "prefect", log_dir=scratch)
@@ -148,7 +148,7 @@ def main() -> None:
 
         import pipelines.training  # noqa: F401
         from fraudops.config import get_settings
-        from fraudops.registry import configure_mlflow
+        from fraudops.tracking.registry import configure_mlflow
 
         timed(one_off, "create MLflow store", lambda: configure_mlflow(get_settings()))
 

@@ -2,7 +2,7 @@
 
 Per entity and day the transactions are aggregated, each window is a time-based
 ``groupby().rolling()`` over those daily rows, and the result is merged back. It computes
-the same definitions as ``fraudops.features.build_features`` (docs/features.md) with the
+the same definitions as ``fraudops.features.definitions.build_features`` (docs/features.md) with the
 same integer-cents arithmetic, so the benchmark can demand identical values.
 """
 
@@ -11,7 +11,15 @@ from __future__ import annotations
 import pandas as pd
 
 from fraudops.config import FeatureParams
-from fraudops.features import (
+from fraudops.data.schema import (
+    CUSTOMER_ID,
+    TERMINAL_ID,
+    TRANSACTION_ID,
+    TX_AMOUNT,
+    TX_DATETIME,
+    TX_FRAUD,
+)
+from fraudops.features.definitions import (
     CENTS_PER_UNIT,
     KEY_COLUMNS,
     TX_DURING_NIGHT,
@@ -21,14 +29,6 @@ from fraudops.features import (
     feature_columns,
     terminal_nb_tx_column,
     terminal_risk_column,
-)
-from fraudops.schema import (
-    CUSTOMER_ID,
-    TERMINAL_ID,
-    TRANSACTION_ID,
-    TX_AMOUNT,
-    TX_DATETIME,
-    TX_FRAUD,
 )
 
 SATURDAY = 5  # pandas numbers weekdays from Monday = 0

@@ -2,7 +2,7 @@
 
 ``analyse_window`` takes the two frames a monitoring flow has at hand — the reference
 sample logged with the champion's training run and a window read with
-``fraudops.prediction_log.read_predictions`` — so it runs the same in a test without
+``fraudops.logs.prediction_log.read_predictions`` — so it runs the same in a test without
 MLflow or a database. It never raises for a window that is merely empty or small (that is
 ``insufficient_data``); a window it cannot analyse, or an Evidently failure, raises
 ``MonitoringError`` naming the window, so a scheduled flow can record it and go on next
@@ -22,7 +22,8 @@ import pandas as pd
 from evidently.core.report import Snapshot
 
 from fraudops.config import Params
-from fraudops.drift_decision import (
+from fraudops.features.definitions import feature_columns
+from fraudops.health.decision import (
     LABEL,
     DriftDecision,
     EstimateCheck,
@@ -43,7 +44,6 @@ from fraudops.drift_decision import (
     window_frame,
     window_time,
 )
-from fraudops.features import feature_columns
 from monitoring.drift import constant_features, run_drift, run_quality
 from monitoring.performance import EstimationError, estimate_performance
 

@@ -42,9 +42,9 @@ from evidently.metrics import DriftedColumnsCount, MeanValue, QuantileValue, Val
 from evidently.presets import ClassificationQuality
 
 from fraudops.config import MonitorParams
-from fraudops.drift_decision import LABEL, ColumnDrift, DataDrift, TargetDrift
-from fraudops.features import TX_DURING_NIGHT, TX_DURING_WEEKEND
-from fraudops.training import SCORE
+from fraudops.features.definitions import TX_DURING_NIGHT, TX_DURING_WEEKEND
+from fraudops.health.decision import LABEL, ColumnDrift, DataDrift, TargetDrift
+from fraudops.modeling.steps import SCORE
 
 #: Features with two values: a distribution distance over categories suits them.
 BINARY_FEATURES = (TX_DURING_WEEKEND, TX_DURING_NIGHT)

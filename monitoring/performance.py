@@ -13,7 +13,7 @@ in-sample training scores are overconfident and would calibrate wrongly.
 
 What CBPE cannot see: it assumes P(fraud | score) is unchanged, so a new fraud pattern
 that the model scores as genuine leaves the estimate where it was. Only the labels show
-that (``fraudops.drift_decision.compare_estimate``).
+that (``fraudops.health.decision.compare_estimate``).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from fraudops.drift_decision import LABEL, PerformanceEstimate, expected_average_precision
-from fraudops.training import SCORE
+from fraudops.health.decision import LABEL, PerformanceEstimate, expected_average_precision
+from fraudops.modeling.steps import SCORE
 
 os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")  # NannyML reports usage by default
 
-#: Metrics CBPE estimates, named as ``fraudops.evaluate.evaluate`` names them.
+#: Metrics CBPE estimates, named as ``fraudops.modeling.evaluation.evaluate`` names them.
 CBPE_METRICS = ("roc_auc", "precision", "recall")
 _ALERT = "alert"
 

@@ -24,15 +24,15 @@ import pandas as pd
 import polars as pl
 
 from fraudops.config import Params, Scenario, SimulateParams
-from fraudops.drift_decision import LABEL
-from fraudops.evaluate import choose_threshold
-from fraudops.features import build_features, feature_columns
-from fraudops.prediction_log import predictions
-from fraudops.schema import CUSTOMER_ID, TRANSACTION_ID, TX_DATETIME, TX_FRAUD
-from fraudops.simulate import simulate
-from fraudops.split import final_split
-from fraudops.train import Candidate, Selection, fit, fraud_scores
-from fraudops.training import DataSource, TrainingResult, evaluate_on_test, reference_sample
+from fraudops.data.schema import CUSTOMER_ID, TRANSACTION_ID, TX_DATETIME, TX_FRAUD
+from fraudops.data.simulate import simulate
+from fraudops.data.split import final_split
+from fraudops.features.definitions import build_features, feature_columns
+from fraudops.health.decision import LABEL
+from fraudops.logs.prediction_log import predictions
+from fraudops.modeling.candidates import Candidate, Selection, fit, fraud_scores
+from fraudops.modeling.evaluation import choose_threshold
+from fraudops.modeling.steps import DataSource, TrainingResult, evaluate_on_test, reference_sample
 
 #: Days before the training window, so 30-day windows (37 with the label delay) are full.
 WARM_UP_DAYS = 38
@@ -97,7 +97,7 @@ def _stream(
 
 
 def _train(history: pl.DataFrame, params: Params) -> TrainingResult:
-    """One candidate, fitted and evaluated as ``fraudops.training`` does, minus the search.
+    """One candidate, fitted and evaluated as ``fraudops.modeling.steps`` does, minus the search.
 
     The alert threshold is the least-cost one on the test period's scores (the training
     flow takes it from validation folds, which the quick model skips).

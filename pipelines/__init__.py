@@ -1,1 +1,1 @@
-"""pipelines package."""
+"""Prefect glue: the training, promotion, monitoring and retraining flows, and their deployments."""

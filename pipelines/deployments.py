@@ -2,7 +2,7 @@
 
 * ``monitoring/scheduled`` runs the monitoring flow every ``interval`` seconds on the
   newest ``window`` predictions;
-* ``retraining/on-drift`` runs the retraining flow whenever ``fraudops.drift.detected``
+* ``retraining/on-drift`` runs the retraining flow whenever ``fraudops.health.detected``
   arrives from ``fraudops.monitor``, its parameters taken from the event's payload.
 
 ``serve`` needs a real ``prefect server`` (``PREFECT_API_URL``): the temporary server
@@ -23,7 +23,7 @@ from prefect import serve
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 
-from pipelines.monitoring import monitoring_flow
+from pipelines.monitoring_flow import monitoring_flow
 from pipelines.retraining import DRIFT_EVENT, MONITOR_RESOURCE, retrain_flow
 
 MONITOR_DEPLOYMENT = "scheduled"

@@ -2,12 +2,12 @@
 
 Both models are loaded from the registry and scored on the same rows: the final test
 period of the current data, with the same features and the same metric code as training.
-`fraudops.promotion` turns the numbers into checks and a decision; callers may add
+`fraudops.experiments.promotion_gate` turns the numbers into checks and a decision; callers may add
 evidence of their own (an A/B result, shadow agreement) as extra checks.
 
 Every decision is written twice: as an MLflow run in the experiment (all holdout metrics
 of both models, the tolerances, the checks) and as tags on the challenger's version
-(`fraudops.registry.record_decision`), so the registry alone explains each alias move.
+(`fraudops.tracking.registry.record_decision`), so the registry alone explains each alias move.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from mlflow.entities.model_registry import ModelVersion
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from fraudops import training
 from fraudops.config import Params, get_settings, load_params
-from fraudops.promotion import Check, GateDecision, decide, holdout_checks
-from fraudops.registry import (
+from fraudops.data.split import TimeSplit, final_split
+from fraudops.experiments.promotion_gate import Check, GateDecision, decide, holdout_checks
+from fraudops.modeling import steps
+from fraudops.tracking.registry import (
     CHALLENGER,
     CHAMPION,
     DECISION_TAG,
@@ -37,7 +38,6 @@ from fraudops.registry import (
     record_decision,
     version_by_alias,
 )
-from fraudops.split import TimeSplit, final_split
 from pipelines.training import (
     IO_RETRIES,
     IO_RETRY_DELAY_S,
@@ -109,13 +109,13 @@ def holdout_period(features: pl.DataFrame, params: Params) -> TimeSplit:
 def score_version(name: str, version: str, split: TimeSplit, params: Params) -> dict:
     """Every metric of VERSION on the holdout; refused if it trained on holdout days."""
     with tempfile.TemporaryDirectory() as folder:
-        model, card = training.load_registered_model(f"models:/{name}/{version}", Path(folder))
+        model, card = steps.load_registered_model(f"models:/{name}/{version}", Path(folder))
     if card.train_end >= split.test_start.isoformat():
         raise ValueError(
             f"version {version} trained on days up to {card.train_end}, inside the holdout "
             f"from {split.test_start}: the comparison would favour it"
         )
-    return training.holdout_metrics(model, card, split.test, params)
+    return steps.holdout_metrics(model, card, split.test, params)
 
 
 @task(
@@ -140,7 +140,7 @@ def record(
     with outage_named(client.tracking_uri), mlflow.start_run(run_name=run_name) as run:
         mlflow.set_tags(
             {
-                training.RUN_TYPE_TAG: "promotion",
+                steps.RUN_TYPE_TAG: "promotion",
                 DECISION_TAG: outcome,
                 "fraudops.champion_version": str(champion.version),
                 "fraudops.challenger_version": judged,

@@ -2,7 +2,7 @@
 
 What starts it: a drift decision of the monitoring flow, through ``request_retraining``,
 the one place that chooses the launcher. With a Prefect server it emits
-``fraudops.drift.detected`` and the ``retrain`` deployment's event trigger runs
+``fraudops.health.detected`` and the ``retrain`` deployment's event trigger runs
 ``retrain_flow`` (``pipelines.deployments``); without one (event triggers need a real
 server) it calls ``retrain_flow`` directly. Either way the flow gets the same parameters.
 
@@ -18,7 +18,7 @@ The flow, in order, each step a gate for the next:
    the deployment started by hand, whose ``trigger`` keeps its default ``manual``) is a
    person's request and goes ahead; it records who asked and why;
 3. the batch: the traffic journal's days after the newest day in ``data/raw`` whose every
-   label has arrived (``fraudops.traffic.matured_batch``); none means ``skipped``;
+   label has arrived (``fraudops.local.traffic.matured_batch``); none means ``skipped``;
 4. validation of that batch as a raw batch, and a check that every file of ``data/raw``
    it joins can be read: a failure raises ``BatchRejected`` — nothing is written, trained
    or registered, and ``champion`` stays;
@@ -48,14 +48,14 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from fraudops.config import Settings, get_settings, load_params
-from fraudops.datasets import check_raw, read_raw, write_raw
-from fraudops.prediction_log import open_prediction_log
-from fraudops.registry import CHALLENGER, CHAMPION
-from fraudops.routing import RoutingConfig, ShadowPolicy
-from fraudops.schema import TX_DATETIME
-from fraudops.traffic import journal_dir, matured_batch
-from fraudops.validation import validate_raw
-from fraudops.versioning import VersioningError, record_data_version
+from fraudops.data.datasets import check_raw, read_raw, write_raw
+from fraudops.data.schema import TX_DATETIME
+from fraudops.data.validation import validate_raw
+from fraudops.data.versioning import VersioningError, record_data_version
+from fraudops.experiments.routing import RoutingConfig, ShadowPolicy
+from fraudops.local.traffic import journal_dir, matured_batch
+from fraudops.logs.prediction_log import open_prediction_log
+from fraudops.tracking.registry import CHALLENGER, CHAMPION
 from pipelines.training import (
     DATA_DVC_FILE,
     IO_RETRIES,
@@ -64,7 +64,7 @@ from pipelines.training import (
     training_flow,
 )
 
-DRIFT_EVENT = "fraudops.drift.detected"
+DRIFT_EVENT = "fraudops.health.detected"
 MONITOR_RESOURCE = "fraudops.monitor"
 TRIGGER_TAG = "fraudops.trigger"
 SIGNAL_TAG = "fraudops.signal"

@@ -1,4 +1,4 @@
-"""The training flow: each step of `fraudops.training` as a Prefect task.
+"""The training flow: each step of `fraudops.modeling.steps` as a Prefect task.
 
 Order matters for failure: the flow first checks that MLflow answers (so an outage costs
 seconds, not a training run), and validates the data before any feature or model is
@@ -25,8 +25,7 @@ from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-import fraudops.features
-from fraudops import training
+import fraudops.features.definitions
 from fraudops.config import (
     FeatureParams,
     Params,
@@ -35,9 +34,10 @@ from fraudops.config import (
     get_settings,
     load_params,
 )
-from fraudops.registry import configure_mlflow, register
-from fraudops.train import Selection
-from fraudops.validation import BatchRejected
+from fraudops.data.validation import BatchRejected
+from fraudops.modeling import steps
+from fraudops.modeling.candidates import Selection
+from fraudops.tracking.registry import configure_mlflow, register
 
 IO_RETRIES = 2
 IO_RETRY_DELAY_S = 2
@@ -106,13 +106,13 @@ def connect_tracking(settings: Settings) -> MlflowClient:
     retry_delay_seconds=IO_RETRY_DELAY_S,
     cache_policy=NO_CACHE,
 )
-def locate_data(rev: str | None, project: Path, settings: Settings) -> training.DataSource:
+def locate_data(rev: str | None, project: Path, settings: Settings) -> steps.DataSource:
     """The workspace data, or the version DVC recorded at git revision REV."""
     if rev is None:
-        source = training.workspace_data(settings.raw_dir, project / DATA_DVC_FILE)
+        source = steps.workspace_data(settings.raw_dir, project / DATA_DVC_FILE)
     else:
         cache = settings.home / "data-versions"
-        source = training.data_at_rev(project, rev, cache, DATA_DVC_FILE)
+        source = steps.data_at_rev(project, rev, cache, DATA_DVC_FILE)
     get_run_logger().info(
         "data %s (version %s) from %s", source.fingerprint[:12], source.version, source.raw_dir
     )
@@ -126,21 +126,25 @@ def locate_data(rev: str | None, project: Path, settings: Settings) -> training.
     retry_condition_fn=retry_unless_rejected,
     cache_policy=NO_CACHE,
 )
-def load_data(source: training.DataSource) -> pl.DataFrame:
+def load_data(source: steps.DataSource) -> pl.DataFrame:
     """The raw rows; a file that cannot be read as raw data raises ``BatchRejected``."""
-    return training.load_raw(source)
+    return steps.load_raw(source)
 
 
 @task(name="validate data", cache_policy=NO_CACHE)
 def validate_data(raw: pl.DataFrame, params: ValidateParams) -> None:
-    training.validate_batch(raw, params)
+    steps.validate_batch(raw, params)
     get_run_logger().info("%s transactions passed validation", f"{raw.height:,}")
 
 
 def _features_key(fingerprint: str, params: FeatureParams, store: Path) -> str:
     """Data contents + feature parameters + feature code + where the file lives."""
     digest = hashlib.blake2b(digest_size=16)
-    for part in (fingerprint, params.model_dump_json(), inspect.getsource(fraudops.features)):
+    for part in (
+        fingerprint,
+        params.model_dump_json(),
+        inspect.getsource(fraudops.features.definitions),
+    ):
         digest.update(part.encode())
     digest.update(str(store.resolve()).encode())
     return f"features-{digest.hexdigest()}"
@@ -163,7 +167,7 @@ def build_features(raw: pl.DataFrame, fingerprint: str, params: FeatureParams, s
     into its JSON result record (seconds each way), where a zstd Arrow file takes 56 MB
     and reads back in a third of a second.
     """
-    features = training.featurise(raw, params)
+    features = steps.featurise(raw, params)
     path = store / f"{_features_key(fingerprint, params, store)}.arrow"
     partial = path.with_suffix(".partial")
     store.mkdir(parents=True, exist_ok=True)
@@ -182,7 +186,7 @@ def read_features(path: str) -> pl.DataFrame:
     return pl.read_ipc(path)
 
 
-def features_of(raw: pl.DataFrame, source: training.DataSource, params: Params) -> pl.DataFrame:
+def features_of(raw: pl.DataFrame, source: steps.DataSource, params: Params) -> pl.DataFrame:
     """The features of SOURCE's data, built once per contents, parameters and feature code."""
     arguments = (raw, source.fingerprint, params.features, get_settings().home / FEATURES_STORE)
     path = build_features(*arguments)
@@ -194,19 +198,19 @@ def features_of(raw: pl.DataFrame, source: training.DataSource, params: Params) 
 @task(name="select model", cache_policy=NO_CACHE)
 def select_model(features: pl.DataFrame, params: Params) -> Selection:
     """Time split, prequential validation of every candidate, refit of the winner, threshold."""
-    selection = training.select(features, params)
+    selection = steps.select(features, params)
     get_run_logger().info(
         "selected %s (validation average precision %.4f), threshold %.4f",
         selection.candidate.name,
-        training.validation_metrics(selection)["val_average_precision"],
+        steps.validation_metrics(selection)["val_average_precision"],
         selection.threshold,
     )
     return selection
 
 
 @task(name="evaluate on test", cache_policy=NO_CACHE)
-def evaluate_model(selection: Selection, params: Params) -> training.Evaluation:
-    evaluation = training.evaluate_on_test(selection, params)
+def evaluate_model(selection: Selection, params: Params) -> steps.Evaluation:
+    evaluation = steps.evaluate_on_test(selection, params)
     shown = ("roc_auc", "average_precision", f"card_precision_at_{params.train.top_k}")
     get_run_logger().info(
         "test %s", ", ".join(f"{name} {evaluation.metrics[name]:.4f}" for name in shown)
@@ -220,8 +224,8 @@ def evaluate_model(selection: Selection, params: Params) -> training.Evaluation:
     retry_delay_seconds=IO_RETRY_DELAY_S,
     cache_policy=NO_CACHE,
 )
-def log_run(result: training.TrainingResult, tags: dict[str, str]) -> training.LoggedRun:
-    return training.log_training_run(result, tags=tags)
+def log_run(result: steps.TrainingResult, tags: dict[str, str]) -> steps.LoggedRun:
+    return steps.log_training_run(result, tags=tags)
 
 
 @task(
@@ -231,7 +235,7 @@ def log_run(result: training.TrainingResult, tags: dict[str, str]) -> training.L
     cache_policy=NO_CACHE,
 )
 def register_model(
-    client: MlflowClient, logged: training.LoggedRun, name: str, tags: dict[str, str]
+    client: MlflowClient, logged: steps.LoggedRun, name: str, tags: dict[str, str]
 ) -> tuple[str, list[str]]:
     """Register as ``challenger`` (and ``champion`` if there is none); return version, aliases.
 
@@ -264,7 +268,7 @@ def training_flow(
     validate_data(raw, params.validate_)
     selection = select_model(features_of(raw, source, params), params)
     evaluation = evaluate_model(selection, params)
-    result = training.TrainingResult(source, params, selection, evaluation)
+    result = steps.TrainingResult(source, params, selection, evaluation)
     logged = log_run(result, dict(tags or {}))
     version, aliases = register_model(client, logged, settings.model_name, logged.tags)
     return TrainingOutcome(

@@ -1,1 +1,1 @@
-"""serving package."""
+"""FastAPI glue: the scoring API, the models it holds, request-time routing, shadow, metrics."""

@@ -35,16 +35,16 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraudops.config import Settings, get_settings
-from fraudops.models import BIAS, LoadedModel, ModelLoadError
-from fraudops.online_store import (
+from fraudops.experiments.routing import RoutingConfig
+from fraudops.features.online_store import (
     LabelOutcome,
     OnlineStoreUnavailable,
     TransactionConflict,
 )
-from fraudops.online_store import Transaction as StoreTransaction
-from fraudops.prediction_log import LabelRecord, PredictionRecord
-from fraudops.routing import RoutingConfig
+from fraudops.features.online_store import Transaction as StoreTransaction
+from fraudops.logs.prediction_log import LabelRecord, PredictionRecord
 from serving.metrics import ServingMetrics
+from serving.models import BIAS, LoadedModel, ModelLoadError
 from serving.runtime import LogUnavailable, RoutingPlan, Runtime, Snapshot, source
 from serving.schemas import (
     TOP_CONTRIBUTIONS,

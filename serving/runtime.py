@@ -30,17 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fraudops.config import Settings, load_params
-from fraudops.models import LoadedModel, ModelSet, ModelSnapshot
-from fraudops.online_store import OnlineStore, OnlineStoreUnavailable, open_online_store
-from fraudops.prediction_log import (
-    LabelRecord,
-    LogBackpressureError,
-    PredictionLogClosedError,
-    PredictionLogWriter,
-    PredictionRecord,
-)
-from fraudops.registry import CHALLENGER
-from fraudops.routing import (
+from fraudops.experiments.routing import (
     CHAMPION,
     Router,
     RoutingConfig,
@@ -48,7 +38,17 @@ from fraudops.routing import (
     load_routing,
     save_routing,
 )
+from fraudops.features.online_store import OnlineStore, OnlineStoreUnavailable, open_online_store
+from fraudops.logs.prediction_log import (
+    LabelRecord,
+    LogBackpressureError,
+    PredictionLogClosedError,
+    PredictionLogWriter,
+    PredictionRecord,
+)
+from fraudops.tracking.registry import CHALLENGER
 from serving.metrics import ServingMetrics
+from serving.models import LoadedModel, ModelSet, ModelSnapshot
 from serving.shadow import ShadowScorer
 
 logger = logging.getLogger(__name__)

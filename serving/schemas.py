@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from fraudops.online_store import LabelOutcome
-from fraudops.routing import RoutingConfig
+from fraudops.experiments.routing import RoutingConfig
+from fraudops.features.online_store import LabelOutcome
 
 #: Ids fit in 53 bits so that every JSON client (JavaScript included) reads them back exactly.
 MAX_ID = 2**53 - 1

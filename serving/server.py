@@ -40,7 +40,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from fraudops.config import get_settings
-from fraudops.servers import ServerProcess, _venv_executable
+from fraudops.local.servers import ServerProcess, _venv_executable
 from serving.metrics import MULTIPROCESS_ENV
 
 #: Seconds uvicorn waits for requests in flight after SIGTERM before it cancels them.

@@ -24,9 +24,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from fraudops.models import LoadedModel
-from fraudops.prediction_log import PredictionLogWriter, PredictionRecord
+from fraudops.logs.prediction_log import PredictionLogWriter, PredictionRecord
 from serving.metrics import ServingMetrics
+from serving.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fraudops.config import Settings, get_settings
-from fraudops.servers import (
+from fraudops.local.servers import (
     MlflowServer,
     PrefectServer,
     create_postgres_database,

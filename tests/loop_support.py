@@ -25,17 +25,17 @@ import pytest
 import yaml
 
 from fraudops.config import Scenario, Settings, SimulateParams, get_settings, load_params
-from fraudops.datasets import read_raw, write_raw
-from fraudops.features import build_features, feature_columns
-from fraudops.online_store import open_online_store
-from fraudops.prediction_log import LabelRecord, PredictionLogWriter, PredictionRecord
-from fraudops.registry import CHAMPION, configure_mlflow, version_by_alias
-from fraudops.schema import CUSTOMER_ID, TERMINAL_ID, TRANSACTION_ID, TX_DATETIME, TX_FRAUD
-from fraudops.simulate import simulate
-from fraudops.traffic import ReplayConfig, ReplayStats, following_days, journal_dir, next_day
-from fraudops.traffic import replay as replay_traffic
-from fraudops.training import load_registered_model, score_frame
-from fraudops.versioning import data_version, record_data_version
+from fraudops.data.datasets import read_raw, write_raw
+from fraudops.data.schema import CUSTOMER_ID, TERMINAL_ID, TRANSACTION_ID, TX_DATETIME, TX_FRAUD
+from fraudops.data.simulate import simulate
+from fraudops.data.versioning import data_version, record_data_version
+from fraudops.features.definitions import build_features, feature_columns
+from fraudops.features.online_store import open_online_store
+from fraudops.local.traffic import ReplayConfig, ReplayStats, following_days, journal_dir, next_day
+from fraudops.local.traffic import replay as replay_traffic
+from fraudops.logs.prediction_log import LabelRecord, PredictionLogWriter, PredictionRecord
+from fraudops.modeling.steps import load_registered_model, score_frame
+from fraudops.tracking.registry import CHAMPION, configure_mlflow, version_by_alias
 
 SOURCE = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "loop-admin-key-0123456789"

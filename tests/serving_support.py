@@ -25,11 +25,11 @@ import polars as pl
 from mlflow import MlflowClient
 
 from fraudops.config import CandidateGrid, Params, Settings, SimulateParams, TrainParams
-from fraudops.datasets import write_raw
-from fraudops.registry import configure_mlflow, register
-from fraudops.schema import CUSTOMER_ID, TERMINAL_ID, TRANSACTION_ID, TX_AMOUNT, TX_DATETIME
-from fraudops.simulate import simulate
-from fraudops.training import log_training_run, train_bare, workspace_data
+from fraudops.data.datasets import write_raw
+from fraudops.data.schema import CUSTOMER_ID, TERMINAL_ID, TRANSACTION_ID, TX_AMOUNT, TX_DATETIME
+from fraudops.data.simulate import simulate
+from fraudops.modeling.steps import log_training_run, train_bare, workspace_data
+from fraudops.tracking.registry import configure_mlflow, register
 from serving.server import ServingProcess
 
 ADMIN_KEY = "test-admin-key-0123456789"

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from rich.table import Table
     from sqlalchemy import Engine
 
-    from fraudops.abtest import ReportWindow
+    from fraudops.experiments.abtest import ReportWindow
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
 console = Console(stderr=True)
@@ -100,9 +100,9 @@ def generate(
     version: Annotated[bool, typer.Option(help="Record a DVC data version of data/raw.")] = True,
 ) -> None:
     """Simulate transactions into day-partitioned Parquet; unset options come from params.yaml."""
-    from fraudops.datasets import write_raw
-    from fraudops.simulate import simulate
-    from fraudops.versioning import record_data_version
+    from fraudops.data.datasets import write_raw
+    from fraudops.data.simulate import simulate
+    from fraudops.data.versioning import record_data_version
 
     overrides = {
         "customers": customers,
@@ -140,9 +140,9 @@ def validate(
     report: Annotated[Path | None, typer.Option(help="Write a JSON summary here.")] = None,
 ) -> None:
     """Check a raw batch against the schema and rules; exit 1 naming every failed rule."""
-    from fraudops.datasets import read_raw
-    from fraudops.schema import TX_FRAUD
-    from fraudops.validation import BatchRejected, validate_raw
+    from fraudops.data.datasets import read_raw
+    from fraudops.data.schema import TX_FRAUD
+    from fraudops.data.validation import BatchRejected, validate_raw
 
     try:
         batch = read_raw(path)
@@ -168,9 +168,9 @@ def featurize(
     ),
 ) -> None:
     """Compute the offline features of every transaction and validate them."""
-    from fraudops.datasets import read_raw
-    from fraudops.features import build_features
-    from fraudops.validation import BatchRejected, validate_features
+    from fraudops.data.datasets import read_raw
+    from fraudops.data.validation import BatchRejected, validate_features
+    from fraudops.features.definitions import build_features
 
     params = load_params().features
     with progress_steps(3) as step:
@@ -238,9 +238,9 @@ def train(
 
     With --out: select and fit from a feature file into a folder, without Prefect or MLflow.
     """
-    from fraudops.registry import RegistryError
-    from fraudops.validation import BatchRejected
-    from fraudops.versioning import VersioningError
+    from fraudops.data.validation import BatchRejected
+    from fraudops.data.versioning import VersioningError
+    from fraudops.tracking.registry import RegistryError
 
     if out is not None:
         if rev is not None:
@@ -267,8 +267,8 @@ def train(
 def _train_to_folder(features_path: Path, out: Path) -> None:
     import polars as pl
 
-    from fraudops.features import feature_columns
-    from fraudops.training import ModelCard, recorded_version, save_model_dir, select
+    from fraudops.features.definitions import feature_columns
+    from fraudops.modeling.steps import ModelCard, recorded_version, save_model_dir, select
 
     params = load_params()
     with progress_steps(3) as step:
@@ -301,7 +301,7 @@ def evaluate(
     """Score a model folder on the test period: metrics JSON and PR/ROC tables for DVC."""
     import polars as pl
 
-    from fraudops.training import evaluate_model_dir
+    from fraudops.modeling.steps import evaluate_model_dir
 
     params = load_params()
     try:
@@ -330,8 +330,8 @@ def promote(
     """Compare the challenger with the champion on the holdout; promote it if not worse."""
     from mlflow.exceptions import MlflowException
 
-    from fraudops.registry import RegistryError
-    from fraudops.validation import BatchRejected
+    from fraudops.data.validation import BatchRejected
+    from fraudops.tracking.registry import RegistryError
 
     expected = (BatchRejected, RegistryError, MlflowException, LookupError, OSError, ValueError)
 
@@ -353,8 +353,8 @@ def promote(
 
 
 def _force_promote(version: str, reason: str) -> None:
-    from fraudops.registry import configure_mlflow
-    from fraudops.registry import promote as promote_version
+    from fraudops.tracking.registry import configure_mlflow
+    from fraudops.tracking.registry import promote as promote_version
 
     settings = get_settings()
     promoted = promote_version(
@@ -368,8 +368,8 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why, recorded on the version.")] = "manual rollback",
 ) -> None:
     """Move champion back to the version it replaced."""
-    from fraudops.registry import RegistryError, configure_mlflow
-    from fraudops.registry import rollback as roll_back
+    from fraudops.tracking.registry import RegistryError, configure_mlflow
+    from fraudops.tracking.registry import rollback as roll_back
 
     settings = get_settings()
     try:
@@ -388,9 +388,9 @@ def backfill(
     ] = None,
 ) -> None:
     """Load the online feature store from raw data, so serving can start mid-stream."""
-    from fraudops.datasets import read_raw
-    from fraudops.online_store import OnlineStoreError, open_online_store
-    from fraudops.validation import BatchRejected
+    from fraudops.data.datasets import read_raw
+    from fraudops.data.validation import BatchRejected
+    from fraudops.features.online_store import OnlineStoreError, open_online_store
 
     settings = get_settings()
     params = load_params().features
@@ -463,7 +463,7 @@ def report_shadow(
     json_out: JsonOut = None,
 ) -> None:
     """Served model vs its shadow on the same requests: agreement, flips, latency."""
-    from fraudops.shadow_report import analyse_shadow, read_shadow_window, shadow_table
+    from fraudops.experiments.shadow_report import analyse_shadow, read_shadow_window, shadow_table
 
     params = load_params()
     window = _report_window(since, until, last, by_transaction_time, labels_by)
@@ -490,7 +490,7 @@ def report_ab(
     """Per-arm metrics with intervals, tests, the sample needed, and a recommendation."""
     from pydantic import ValidationError
 
-    from fraudops.abtest import ab_table, analyse_ab
+    from fraudops.experiments.abtest import ab_table, analyse_ab
 
     params = load_params()
     arms = {"control_arm": control, "treatment_arm": treatment}
@@ -514,7 +514,7 @@ def _report_window(
     labels_by: dt.datetime | None,
 ) -> ReportWindow:
     """The window as given; labels as known now unless LABELS_BY, so a rerun is repeatable."""
-    from fraudops.abtest import ReportWindow
+    from fraudops.experiments.abtest import ReportWindow
 
     return ReportWindow(
         start=since,
@@ -526,7 +526,7 @@ def _report_window(
 
 
 def _read_prediction_log(read: Callable[[Engine], pd.DataFrame]) -> pd.DataFrame:
-    from fraudops.prediction_log import PredictionLogUnavailableError, open_prediction_log
+    from fraudops.logs.prediction_log import PredictionLogUnavailableError, open_prediction_log
 
     try:
         engine = open_prediction_log(get_settings().log_url)
@@ -558,8 +558,8 @@ def dashboards(
     import sys
     import time
 
-    from fraudops.features import feature_columns
-    from fraudops.servers import ServerError
+    from fraudops.features.definitions import feature_columns
+    from fraudops.local.servers import ServerError
     from monitoring.workspace import EvidentlyUI, ensure_project, open_workspace
 
     settings = get_settings()
@@ -599,9 +599,9 @@ def monitor(
 ) -> None:
     """Drift and quality of a window of served traffic against the champion's training data."""
     _use_prefect()
-    from fraudops.registry import RegistryError
+    from fraudops.tracking.registry import RegistryError
     from monitoring.analysis import MonitoringError
-    from pipelines.monitoring import ReferenceMissing, monitoring_flow
+    from pipelines.monitoring_flow import ReferenceMissing, monitoring_flow
 
     try:
         outcome = monitoring_flow(
@@ -640,9 +640,9 @@ def retrain(
     A request by hand: the cool-down that spaces out drift-triggered runs does not apply.
     """
     _use_prefect()
-    from fraudops.registry import RegistryError
-    from fraudops.validation import BatchRejected
-    from fraudops.versioning import VersioningError
+    from fraudops.data.validation import BatchRejected
+    from fraudops.data.versioning import VersioningError
+    from fraudops.tracking.registry import RegistryError
     from pipelines.retraining import retrain_flow
 
     try:
@@ -697,7 +697,7 @@ def simulate_traffic(
     Drift decisions are printed as monitoring runs write them (alongside, or with
     --monitor-every in this process).
     """
-    from fraudops.traffic import ReplayConfig, following_days, journal_dir, next_day, replay
+    from fraudops.local.traffic import ReplayConfig, following_days, journal_dir, next_day, replay
 
     settings = get_settings()
     params = load_params()
@@ -773,7 +773,7 @@ def _monitor_hook(
     def at_day_end(day: dt.date) -> None:
         if every and ((day - first_day).days + 1) % every == 0:
             _use_prefect()
-            from pipelines.monitoring import monitoring_flow
+            from pipelines.monitoring_flow import monitoring_flow
 
             end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
             try:
@@ -820,7 +820,7 @@ def demo(
     its data versions are commits and its state is git-ignored: this checkout stays as
     committed. The end of its output says where everything is.
     """
-    from fraudops.demo import DemoError, DemoOptions, run_loop
+    from fraudops.local.demo import DemoError, DemoOptions, run_loop
 
     options = DemoOptions(port=port, drift_days=drift_days, seconds_per_day=seconds_per_day)
     try:

@@ -236,8 +236,8 @@ class TrainParams(_Section):
 class PromoteParams(_Section):
     """The holdout gate between challenger and champion.
 
-    ``tolerance`` maps each gating metric (a key of ``fraudops.evaluate.evaluate``, higher is
-    better) to how far the challenger may fall below the champion and still replace it: a
+    ``tolerance`` maps each gating metric (a key of ``fraudops.modeling.evaluation.evaluate``,
+    higher is better) to how far the challenger may fall below the champion and still replace it: a
     small allowance keeps models fresh without trading away measurable quality.
     """
 
@@ -247,7 +247,8 @@ class PromoteParams(_Section):
     )
 
 
-#: The A/B metrics with a closed-form sample size: ratios of counts (see fraudops.abtest).
+#: The A/B metrics with a closed-form sample size: ratios of counts
+#: (see fraudops.experiments.abtest).
 ProportionMetric = Literal["precision", "recall", "fraud_caught_per_1000"]
 
 
@@ -281,8 +282,8 @@ class MonitorParams(_Section):
     """Drift tests on a window of logged traffic and the thresholds of the decision.
 
     See docs/monitoring.md for what each number means and how the defaults were chosen.
-    ``max_relative_drop`` maps a metric of ``fraudops.evaluate.evaluate`` (higher is better)
-    to how far below its training-time value it may fall before the window counts as
+    ``max_relative_drop`` maps a metric of ``fraudops.modeling.evaluation.evaluate`` (higher is
+    better) to how far below its training-time value it may fall before the window counts as
     decayed: 0.2 means a realised value under 80 % of the training-time one.
     """
 

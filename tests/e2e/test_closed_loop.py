@@ -25,12 +25,12 @@ from loop_support import (
     use_project,
 )
 
-from fraudops.abtest import ReportWindow
 from fraudops.config import load_params
-from fraudops.prediction_log import open_prediction_log, read_predictions
-from fraudops.registry import CHALLENGER, CHAMPION, configure_mlflow, version_by_alias
-from fraudops.shadow_report import analyse_shadow, read_shadow_window, shadow_check
-from fraudops.traffic import next_day
+from fraudops.experiments.abtest import ReportWindow
+from fraudops.experiments.shadow_report import analyse_shadow, read_shadow_window, shadow_check
+from fraudops.local.traffic import next_day
+from fraudops.logs.prediction_log import open_prediction_log, read_predictions
+from fraudops.tracking.registry import CHALLENGER, CHAMPION, configure_mlflow, version_by_alias
 from pipelines.promotion import promotion_flow
 from pipelines.training import training_flow
 from serving.server import ServingProcess

@@ -26,9 +26,9 @@ import yaml
 from loop_support import LABEL_DELAY_DAYS, POPULATION, SMALL_MONITOR, SMALL_TRAIN
 from offline_support import attempts, offline_prefix, require_offline_tools, users_environment
 
-from fraudops.demo import DEMO_BRANCH
-from fraudops.routing import load_routing
-from fraudops.servers import free_port
+from fraudops.experiments.routing import load_routing
+from fraudops.local.demo import DEMO_BRANCH
+from fraudops.local.servers import free_port
 
 pytestmark = pytest.mark.slow
 

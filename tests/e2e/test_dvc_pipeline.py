@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fraudops.versioning import data_version
+from fraudops.data.versioning import data_version
 
 pytestmark = pytest.mark.slow
 

@@ -27,8 +27,8 @@ from serving_support import (
     unique_model_name,
 )
 
-from fraudops.prediction_log import open_prediction_log, read_predictions
-from fraudops.registry import promote
+from fraudops.logs.prediction_log import open_prediction_log, read_predictions
+from fraudops.tracking.registry import promote
 from serving.server import ServingProcess
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from fraudops.config import Settings, SimulateParams, get_settings
-from fraudops.datasets import write_raw
-from fraudops.simulate import simulate
+from fraudops.data.datasets import write_raw
+from fraudops.data.simulate import simulate
 
 PROJECT = Path(__file__).resolve().parents[2]
 SMALL_DATA = SimulateParams(customers=300, terminals=600, days=70, seed=3)

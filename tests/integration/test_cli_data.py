@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fraudops.cli import app
-from fraudops.datasets import read_raw, write_raw
-from fraudops.schema import TX_AMOUNT
+from fraudops.data.datasets import read_raw, write_raw
+from fraudops.data.schema import TX_AMOUNT
 
 runner = CliRunner()
 SMALL = ["--customers", "150", "--terminals", "300", "--days", "40", "--seed", "3"]

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from fraudops.config import Params
-from fraudops.features import feature_columns
-from fraudops.servers import HOST, free_port
+from fraudops.features.definitions import feature_columns
+from fraudops.local.servers import HOST, free_port
 from monitoring.analysis import analyse_window, check_estimate
 from monitoring.scenarios import simulate_world, without_labels
 from monitoring.workspace import (

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from fraudops.demo import DEMO_BRANCH, DemoError, checkout_root, commit_data_version, make_worktree
+from fraudops.local.demo import (
+    DEMO_BRANCH,
+    DemoError,
+    checkout_root,
+    commit_data_version,
+    make_worktree,
+)
 
 _IDENTITY = ("-c", "user.name=fraudops test", "-c", "user.email=test@fraudops.invalid")
 

@@ -18,9 +18,9 @@ from loop_support import log_offline, served_flows, simulated_days, use_project,
 from mlflow import MlflowClient
 
 from fraudops.config import Settings, get_settings
-from fraudops.datasets import write_raw
-from fraudops.registry import CHALLENGER, configure_mlflow, version_by_alias
-from fraudops.traffic import journal_dir, next_day
+from fraudops.data.datasets import write_raw
+from fraudops.local.traffic import journal_dir, next_day
+from fraudops.tracking.registry import CHALLENGER, configure_mlflow, version_by_alias
 from pipelines.deployments import RETRAIN
 from pipelines.retraining import (
     REASON_TAG,

@@ -1,8 +1,8 @@
 """Model loading for serving against a real MLflow registry (embedded SQLite, and a real server).
 
 Models are trained, logged and registered exactly as the training flow does it
-(`fraudops.training.log_training_run`, `fraudops.registry.register`), on a small simulated
-stream with small hyper-parameters.
+(`fraudops.modeling.steps.log_training_run`, `fraudops.tracking.registry.register`), on a small
+simulated stream with small hyper-parameters.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from fraudops import training
 from fraudops.config import CandidateGrid, Params, Settings, SimulateParams, TrainParams
-from fraudops.datasets import write_raw
-from fraudops.models import BIAS, LoadedModel, ModelLoadError, ModelSet
-from fraudops.registry import CHALLENGER, CHAMPION, configure_mlflow, promote, register
-from fraudops.servers import HOST, MlflowServer, free_port
-from fraudops.simulate import simulate
-from fraudops.train import Model, inputs
-from fraudops.tree_ensemble import FlatTreeEnsemble
+from fraudops.data.datasets import write_raw
+from fraudops.data.simulate import simulate
+from fraudops.local.servers import HOST, MlflowServer, free_port
+from fraudops.modeling import steps
+from fraudops.modeling.candidates import Model, inputs
+from fraudops.modeling.tree_ensemble import FlatTreeEnsemble
+from fraudops.tracking.registry import CHALLENGER, CHAMPION, configure_mlflow, promote, register
+from serving.models import BIAS, LoadedModel, ModelLoadError, ModelSet
 
 SMALL_MODELS = {
     "xgboost": {"n_estimators": 20, "max_depth": 3},
@@ -42,8 +42,8 @@ SMALL_MODELS = {
 class Trained:
     """A training run as the flow logs it, and test rows to score."""
 
-    result: training.TrainingResult
-    logged: training.LoggedRun
+    result: steps.TrainingResult
+    logged: steps.LoggedRun
     rows: np.ndarray
 
     @property
@@ -61,20 +61,20 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def source(home: Path) -> training.DataSource:
+def source(home: Path) -> steps.DataSource:
     raw_dir = home / "raw"
     write_raw(simulate(SimulateParams(customers=300, terminals=600, days=35, seed=1)), raw_dir)
-    return training.DataSource(raw_dir, training.UNTRACKED, training.data_fingerprint(raw_dir))
+    return steps.DataSource(raw_dir, steps.UNTRACKED, steps.data_fingerprint(raw_dir))
 
 
-def train_and_log(source: training.DataSource, kind: str) -> Trained:
+def train_and_log(source: steps.DataSource, kind: str) -> Trained:
     """Train one small candidate and log it to the active MLflow experiment."""
     family = kind.removesuffix("_deeper")
     grid = {family: CandidateGrid(fixed=SMALL_MODELS[kind])}
     params = Params(train=TrainParams(validation_folds=1, n_jobs=1, candidates=grid))
-    result = training.train_bare(source, params)
+    result = steps.train_bare(source, params)
     rows = inputs(result.selection.split.test, result.features)[:500]
-    return Trained(result, training.log_training_run(result), rows)
+    return Trained(result, steps.log_training_run(result), rows)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def embedded(home: Path) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def trained(embedded: Settings, source: training.DataSource) -> dict[str, Trained]:
+def trained(embedded: Settings, source: steps.DataSource) -> dict[str, Trained]:
     configure_mlflow(embedded)
     return {kind: train_and_log(source, kind) for kind in SMALL_MODELS}
 
@@ -338,7 +338,7 @@ def test_with_the_server_down_during_a_refresh_the_loaded_models_stay(
     mlflow_server: MlflowServer,
     mlflow_settings: Settings,
     relay: Relay,
-    source: training.DataSource,
+    source: steps.DataSource,
     tmp_path: Path,
 ) -> None:
     configure_mlflow(mlflow_settings)

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 
 from fraudops.config import Params
-from fraudops.drift_decision import LABEL
-from fraudops.features import TX_DURING_NIGHT, TX_DURING_WEEKEND, feature_columns
-from fraudops.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD
-from fraudops.training import PERIOD, SCORE
+from fraudops.data.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD
+from fraudops.features.definitions import TX_DURING_NIGHT, TX_DURING_WEEKEND, feature_columns
+from fraudops.health.decision import LABEL
+from fraudops.modeling.steps import PERIOD, SCORE
 from monitoring.analysis import analyse_window
 from monitoring.reports import write_reports
 

@@ -25,15 +25,15 @@ from loop_support import (
 from mlflow import MlflowClient
 from sklearn.dummy import DummyClassifier
 
-from fraudops.abtest import ReportWindow
 from fraudops.config import get_settings, load_params
-from fraudops.features import feature_columns
-from fraudops.registry import configure_mlflow, register
-from fraudops.traffic import next_day
-from fraudops.training import THRESHOLD_TAG
+from fraudops.experiments.abtest import ReportWindow
+from fraudops.features.definitions import feature_columns
+from fraudops.local.traffic import next_day
+from fraudops.modeling.steps import THRESHOLD_TAG
+from fraudops.tracking.registry import configure_mlflow, register
 from monitoring.analysis import MonitoringError
 from monitoring.workspace import PROJECT_NAME, open_workspace
-from pipelines.monitoring import (
+from pipelines.monitoring_flow import (
     ERROR_TAG,
     REALISED_FILE,
     SIGNAL_TAG,

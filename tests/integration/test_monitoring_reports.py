@@ -16,17 +16,17 @@ import pytest
 from sqlalchemy import Engine
 
 from fraudops.config import Params
-from fraudops.drift_decision import LABEL, clean, labelled, quality_metrics, window_frame
-from fraudops.features import TX_DURING_WEEKEND, feature_columns
-from fraudops.prediction_log import (
+from fraudops.data.schema import TRANSACTION_ID, TX_DATETIME
+from fraudops.features.definitions import TX_DURING_WEEKEND, feature_columns
+from fraudops.health.decision import LABEL, clean, labelled, quality_metrics, window_frame
+from fraudops.logs.prediction_log import (
     LabelRecord,
     PredictionLogWriter,
     PredictionRecord,
     open_prediction_log,
     read_predictions,
 )
-from fraudops.schema import TRANSACTION_ID, TX_DATETIME
-from fraudops.training import PERIOD, SCORE
+from fraudops.modeling.steps import PERIOD, SCORE
 from monitoring.analysis import MonitoringError, MonitoringResult, analyse_window, check_estimate
 from monitoring.reports import DECISION_FILE, load_decision, write_reports
 from monitoring.scenarios import ScenarioWorld, simulate_world, without_labels

@@ -28,8 +28,17 @@ from typer.testing import CliRunner
 
 from fraudops.cli import app
 from fraudops.config import FeatureParams, SimulateParams, get_settings
-from fraudops.datasets import write_raw
-from fraudops.features import (
+from fraudops.data.datasets import write_raw
+from fraudops.data.schema import (
+    CUSTOMER_ID,
+    TERMINAL_ID,
+    TRANSACTION_ID,
+    TX_AMOUNT,
+    TX_DATETIME,
+    TX_FRAUD,
+)
+from fraudops.data.simulate import simulate
+from fraudops.features.definitions import (
     build_features,
     customer_bucket_days,
     customer_nb_tx_column,
@@ -40,7 +49,7 @@ from fraudops.features import (
     terminal_nb_tx_column,
     terminal_risk_column,
 )
-from fraudops.online_store import (
+from fraudops.features.online_store import (
     LabelOutcome,
     OnlineStore,
     OnlineStoreUnavailable,
@@ -48,16 +57,7 @@ from fraudops.online_store import (
     TransactionConflict,
     open_online_store,
 )
-from fraudops.schema import (
-    CUSTOMER_ID,
-    TERMINAL_ID,
-    TRANSACTION_ID,
-    TX_AMOUNT,
-    TX_DATETIME,
-    TX_FRAUD,
-)
-from fraudops.servers import free_port
-from fraudops.simulate import simulate
+from fraudops.local.servers import free_port
 
 PARAMS = FeatureParams()
 FEATURES = feature_columns(PARAMS)
@@ -306,7 +306,7 @@ def burst(store: OnlineStore, first_id: int) -> None:
 BURST_IN_OWN_PROCESS = """
 import datetime as dt, sys, time
 from fraudops.config import FeatureParams
-from fraudops.online_store import Transaction, open_online_store
+from fraudops.features.online_store import Transaction, open_online_store
 first, url, namespace, count, when, start_at = sys.argv[1:]
 with open_online_store(url, FeatureParams(), namespace=namespace) as store:
     time.sleep(max(0.0, float(start_at) - time.time()))  # all workers start writing together

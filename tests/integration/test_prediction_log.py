@@ -19,7 +19,8 @@ from sqlalchemy import Engine, func, select, text
 
 from fraudops.config import get_settings
 from fraudops.hashing import SaltedHasher
-from fraudops.prediction_log import (
+from fraudops.local.servers import create_postgres_database, drop_postgres_database
+from fraudops.logs.prediction_log import (
     WRITER_NICENESS,
     LabelRecord,
     LogBackpressureError,
@@ -32,7 +33,6 @@ from fraudops.prediction_log import (
     predictions,
     read_predictions,
 )
-from fraudops.servers import create_postgres_database, drop_postgres_database
 
 SALT = "test-salt"
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

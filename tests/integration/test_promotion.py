@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from fraudops.cli import app
 from fraudops.config import Settings
-from fraudops.promotion import Check
-from fraudops.registry import (
+from fraudops.experiments.promotion_gate import Check
+from fraudops.modeling.steps import RUN_TYPE_TAG
+from fraudops.tracking.registry import (
     CHALLENGER,
     CHAMPION,
     DECISION_NUMBER_PREFIX,
@@ -22,7 +23,6 @@ from fraudops.registry import (
     PREVIOUS_CHAMPION_TAG,
     configure_mlflow,
 )
-from fraudops.training import RUN_TYPE_TAG
 from pipelines.promotion import DECISION_RUN_TAG, promotion_flow
 from pipelines.training import training_flow
 

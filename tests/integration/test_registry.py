@@ -11,7 +11,8 @@ from mlflow.entities.model_registry import ModelVersion
 from sklearn.dummy import DummyClassifier
 
 from fraudops.config import Settings, get_settings
-from fraudops.registry import (
+from fraudops.local.servers import free_port
+from fraudops.tracking.registry import (
     CHALLENGER,
     CHAMPION,
     DECISION_REASON_TAG,
@@ -25,7 +26,6 @@ from fraudops.registry import (
     rollback,
     version_by_alias,
 )
-from fraudops.servers import free_port
 
 
 def log_tiny_model() -> tuple[str, str]:

@@ -23,10 +23,10 @@ from loop_support import (
 )
 from mlflow import MlflowClient
 
-from fraudops.registry import CHALLENGER, CHAMPION, configure_mlflow, version_by_alias
-from fraudops.schema import TX_FRAUD
-from fraudops.traffic import journal_dir, next_day
-from fraudops.validation import BatchRejected
+from fraudops.data.schema import TX_FRAUD
+from fraudops.data.validation import BatchRejected
+from fraudops.local.traffic import journal_dir, next_day
+from fraudops.tracking.registry import CHALLENGER, CHAMPION, configure_mlflow, version_by_alias
 from pipelines.deployments import RETRAIN
 from pipelines.retraining import (
     DRIFT_EVENT,
@@ -165,7 +165,7 @@ def test_a_batch_that_fails_validation_stops_before_anything_changes(
     training_flow()
     days = simulated_days(next_day(settings.raw_dir), 2, "none")
     log_offline(settings, days, labels=pl.Series(TX_FRAUD, [1] * days.height))
-    from fraudops.datasets import write_raw
+    from fraudops.data.datasets import write_raw
 
     write_raw(days, journal_dir(settings))
     before = current_data_version(project), sorted(settings.raw_dir.iterdir())

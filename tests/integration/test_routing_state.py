@@ -25,7 +25,7 @@ from serving_support import (
     unique_model_name,
 )
 
-from fraudops.routing import RoutingConfig, ShadowPolicy, load_routing
+from fraudops.experiments.routing import RoutingConfig, ShadowPolicy, load_routing
 
 SOURCE = Path(__file__).resolve().parents[2]
 AB = RoutingConfig(mode="ab", weights={"champion": 3, "challenger": 1}, salt="state-test")

@@ -12,8 +12,8 @@ import mlflow
 import pytest
 
 from fraudops.config import Settings
-from fraudops.registry import configure_mlflow
-from fraudops.servers import MlflowServer, PrefectServer, ServerError, ServerProcess
+from fraudops.local.servers import MlflowServer, PrefectServer, ServerError, ServerProcess
+from fraudops.tracking.registry import configure_mlflow
 
 
 def test_prefect_server_runs_a_flow_readable_through_the_client(

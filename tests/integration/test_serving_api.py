@@ -33,15 +33,15 @@ from serving_support import (
 from sqlalchemy import Engine
 
 from fraudops.config import load_params
-from fraudops.features import (
+from fraudops.experiments.routing import RoutingConfig
+from fraudops.features.definitions import (
     feature_columns,
     label_known_day,
     terminal_nb_tx_column,
     terminal_risk_column,
 )
 from fraudops.hashing import SaltedHasher
-from fraudops.prediction_log import open_prediction_log, read_predictions
-from fraudops.routing import RoutingConfig
+from fraudops.logs.prediction_log import open_prediction_log, read_predictions
 from serving.schemas import MAX_BATCH_SIZE, TOP_CONTRIBUTIONS, Score
 from serving.server import ServingProcess
 

@@ -31,8 +31,8 @@ from serving_support import (
     unique_model_name,
 )
 
-from fraudops.prediction_log import open_prediction_log, read_predictions
-from fraudops.routing import RoutingConfig
+from fraudops.experiments.routing import RoutingConfig
+from fraudops.logs.prediction_log import open_prediction_log, read_predictions
 from serving.schemas import ModelsView
 from serving.server import ServingProcess
 

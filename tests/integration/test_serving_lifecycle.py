@@ -22,8 +22,8 @@ from serving_support import (
     unique_model_name,
 )
 
-from fraudops.prediction_log import open_prediction_log, read_predictions
-from fraudops.servers import create_postgres_database, drop_postgres_database, free_port
+from fraudops.local.servers import create_postgres_database, drop_postgres_database, free_port
+from fraudops.logs.prediction_log import open_prediction_log, read_predictions
 
 
 @pytest.fixture(scope="session")

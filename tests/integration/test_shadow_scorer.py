@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import xgboost as xgb
 
-from fraudops.models import LoadedModel
-from fraudops.prediction_log import (
+from fraudops.logs.prediction_log import (
     PredictionLogWriter,
     PredictionRecord,
     open_prediction_log,
     read_predictions,
 )
 from serving.metrics import ServingMetrics
+from serving.models import LoadedModel
 from serving.shadow import MAX_BATCH, ShadowJob, ShadowScorer
 
 FEATURES = ("a", "b", "c")

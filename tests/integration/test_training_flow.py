@@ -18,19 +18,13 @@ from mlflow import MlflowClient
 from sklearn.dummy import DummyClassifier
 
 from fraudops.config import Settings, get_settings, load_params
-from fraudops.datasets import PART_FILE, read_raw, write_raw
-from fraudops.features import feature_columns
-from fraudops.registry import (
-    CHALLENGER,
-    CHAMPION,
-    RegistryUnavailable,
-    configure_mlflow,
-    register,
-    version_by_alias,
-)
-from fraudops.schema import TX_AMOUNT, TX_FRAUD
-from fraudops.servers import free_port
-from fraudops.training import (
+from fraudops.data.datasets import PART_FILE, read_raw, write_raw
+from fraudops.data.schema import TX_AMOUNT, TX_FRAUD
+from fraudops.data.validation import BatchRejected
+from fraudops.data.versioning import data_version, record_data_version
+from fraudops.features.definitions import feature_columns
+from fraudops.local.servers import free_port
+from fraudops.modeling.steps import (
     DATA_FINGERPRINT_TAG,
     DATA_REV_TAG,
     DATA_VERSION_TAG,
@@ -42,8 +36,14 @@ from fraudops.training import (
     load_registered_model,
     score_frame,
 )
-from fraudops.validation import BatchRejected
-from fraudops.versioning import data_version, record_data_version
+from fraudops.tracking.registry import (
+    CHALLENGER,
+    CHAMPION,
+    RegistryUnavailable,
+    configure_mlflow,
+    register,
+    version_by_alias,
+)
 from pipelines.training import TrainingOutcome, training_flow
 
 STEPS = {

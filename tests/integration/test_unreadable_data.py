@@ -18,12 +18,18 @@ from typer.testing import CliRunner
 
 from fraudops.cli import app
 from fraudops.config import Settings, SimulateParams
-from fraudops.datasets import PART_FILE, write_raw
-from fraudops.registry import CHALLENGER, CHAMPION, configure_mlflow, register, version_by_alias
-from fraudops.schema import TX_AMOUNT
-from fraudops.simulate import simulate
-from fraudops.traffic import journal_dir, next_day
-from fraudops.validation import BatchRejected
+from fraudops.data.datasets import PART_FILE, write_raw
+from fraudops.data.schema import TX_AMOUNT
+from fraudops.data.simulate import simulate
+from fraudops.data.validation import BatchRejected
+from fraudops.local.traffic import journal_dir, next_day
+from fraudops.tracking.registry import (
+    CHALLENGER,
+    CHAMPION,
+    configure_mlflow,
+    register,
+    version_by_alias,
+)
 from pipelines.retraining import retrain_flow
 from pipelines.training import training_flow
 

@@ -19,7 +19,9 @@ from scipy.stats import norm
 from sklearn.metrics import average_precision_score
 from typer.testing import CliRunner
 
-from fraudops.abtest import (
+from fraudops.cli import app
+from fraudops.config import ABParams, get_settings
+from fraudops.experiments.abtest import (
     ABResult,
     ArmSample,
     RatioSums,
@@ -32,9 +34,7 @@ from fraudops.abtest import (
     required_sample_size,
     weighted_average_precision,
 )
-from fraudops.cli import app
-from fraudops.config import ABParams, get_settings
-from fraudops.prediction_log import (
+from fraudops.logs.prediction_log import (
     LabelRecord,
     PredictionLogWriter,
     PredictionRecord,

@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 
 from fraudops.config import SimulateParams
-from fraudops.datasets import PART_FILE, partition_dir, read_raw, write_raw
-from fraudops.schema import PARTITION_KEY, RAW_SCHEMA, TRANSACTION_ID, TX_AMOUNT, TX_DATETIME
-from fraudops.simulate import simulate
+from fraudops.data.datasets import PART_FILE, partition_dir, read_raw, write_raw
+from fraudops.data.schema import PARTITION_KEY, RAW_SCHEMA, TRANSACTION_ID, TX_AMOUNT, TX_DATETIME
+from fraudops.data.simulate import simulate
 
 SMALL = SimulateParams(customers=200, terminals=400, days=10, seed=5)
 

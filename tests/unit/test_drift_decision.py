@@ -12,7 +12,9 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from fraudops.config import MonitorParams, Params
-from fraudops.drift_decision import (
+from fraudops.data.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD
+from fraudops.features.definitions import feature_columns
+from fraudops.health.decision import (
     CARD,
     LABEL,
     ColumnDrift,
@@ -33,10 +35,8 @@ from fraudops.drift_decision import (
     sample_rows,
     window_frame,
 )
-from fraudops.evaluate import evaluate
-from fraudops.features import feature_columns
-from fraudops.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD
-from fraudops.training import PERIOD, SCORE
+from fraudops.modeling.evaluation import evaluate
+from fraudops.modeling.steps import PERIOD, SCORE
 
 FEATURES = feature_columns(Params().features)
 MONITOR = MonitorParams()

@@ -16,7 +16,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from fraudops.evaluate import (
+from fraudops.data.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD
+from fraudops.modeling.evaluation import (
     card_precision_at_k,
     choose_threshold,
     confusion_at,
@@ -25,7 +26,6 @@ from fraudops.evaluate import (
     ranking_metrics,
     recall_at_fpr,
 )
-from fraudops.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD
 
 
 def arrays(*columns: list) -> list[np.ndarray]:

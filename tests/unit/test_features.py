@@ -16,7 +16,17 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from fraudops.config import FeatureParams
-from fraudops.features import (
+from fraudops.data.schema import (
+    CUSTOMER_ID,
+    RAW_SCHEMA,
+    TERMINAL_ID,
+    TRANSACTION_ID,
+    TX_AMOUNT,
+    TX_DATETIME,
+    TX_FRAUD,
+    TX_FRAUD_SCENARIO,
+)
+from fraudops.features.definitions import (
     CustomerBucket,
     TerminalBucket,
     amount_to_cents,
@@ -28,16 +38,6 @@ from fraudops.features import (
     prune,
     terminal_bucket_days,
     transaction_features,
-)
-from fraudops.schema import (
-    CUSTOMER_ID,
-    RAW_SCHEMA,
-    TERMINAL_ID,
-    TRANSACTION_ID,
-    TX_AMOUNT,
-    TX_DATETIME,
-    TX_FRAUD,
-    TX_FRAUD_SCENARIO,
 )
 
 DEFAULT = FeatureParams()

@@ -14,8 +14,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from fraudops.config import FeatureParams, SimulateParams
-from fraudops.features import KEY_COLUMNS, build_features
-from fraudops.simulate import simulate
+from fraudops.data.simulate import simulate
+from fraudops.features.definitions import KEY_COLUMNS, build_features
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from pandas_baseline import pandas_features

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from fraudops.plots import evaluation_figures
+from fraudops.modeling.plots import evaluation_figures
 
 
 def test_every_evaluation_figure_renders_to_png() -> None:

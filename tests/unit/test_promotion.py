@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fraudops.promotion import Check, decide, holdout_checks
+from fraudops.experiments.promotion_gate import Check, decide, holdout_checks
 
 TOLERANCE = {"average_precision": 0.01, "card_precision_at_100": 0.005}
 CHAMPION = {"average_precision": 0.60, "card_precision_at_100": 0.30, "roc_auc": 0.9}

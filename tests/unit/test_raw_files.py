@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 
 from fraudops.config import SimulateParams
-from fraudops.datasets import PART_FILE, read_raw, write_raw
-from fraudops.schema import TX_AMOUNT, TX_DATETIME, TX_FRAUD
-from fraudops.simulate import simulate
-from fraudops.validation import BatchRejected
+from fraudops.data.datasets import PART_FILE, read_raw, write_raw
+from fraudops.data.schema import TX_AMOUNT, TX_DATETIME, TX_FRAUD
+from fraudops.data.simulate import simulate
+from fraudops.data.validation import BatchRejected
 
 SMALL = SimulateParams(customers=50, terminals=100, days=3, seed=5)
 

@@ -11,8 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from fraudops.hashing import SaltedHasher
-from fraudops.routing import (
+from fraudops.experiments.routing import (
     CHAMPION,
     Router,
     RoutingConfig,
@@ -21,6 +20,7 @@ from fraudops.routing import (
     load_routing,
     save_routing,
 )
+from fraudops.hashing import SaltedHasher
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CUSTOMERS = range(100_000)

@@ -13,13 +13,13 @@ from typer.testing import CliRunner
 
 from fraudops.cli import app
 from fraudops.config import ABParams, TrainParams, get_settings
-from fraudops.prediction_log import (
+from fraudops.experiments.shadow_report import ShadowReport, analyse_shadow, shadow_check
+from fraudops.logs.prediction_log import (
     LabelRecord,
     PredictionLogWriter,
     PredictionRecord,
     open_prediction_log,
 )
-from fraudops.shadow_report import ShadowReport, analyse_shadow, shadow_check
 
 SMALL = ABParams(min_sample=5, min_frauds=2)
 COSTS = TrainParams(cost_missed_fraud=100.0, cost_false_alarm=5.0)

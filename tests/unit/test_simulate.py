@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from fraudops.config import SimulateParams
-from fraudops.schema import (
+from fraudops.data.schema import (
     CUSTOMER_ID,
     RAW_SCHEMA,
     SCENARIO_COMPROMISED_CUSTOMER,
@@ -24,7 +24,7 @@ from fraudops.schema import (
     TX_FRAUD,
     TX_FRAUD_SCENARIO,
 )
-from fraudops.simulate import (
+from fraudops.data.simulate import (
     AMOUNT_SHIFT_FACTOR,
     MAX_TX_PER_DAY,
     NIGHT_PATTERN_AMOUNT_CEILING,

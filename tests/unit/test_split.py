@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 
 from fraudops.config import TrainParams
-from fraudops.schema import CUSTOMER_ID, TRANSACTION_ID, TX_DATETIME, TX_FRAUD
-from fraudops.split import (
+from fraudops.data.schema import CUSTOMER_ID, TRANSACTION_ID, TX_DATETIME, TX_FRAUD
+from fraudops.data.split import (
     HANDBOOK_TEST_START,
     final_split,
     time_split,

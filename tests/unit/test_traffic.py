@@ -10,22 +10,22 @@ import polars as pl
 import pytest
 
 from fraudops.config import SimulateParams
-from fraudops.datasets import write_raw
-from fraudops.prediction_log import (
-    LabelRecord,
-    PredictionLogWriter,
-    PredictionRecord,
-    open_prediction_log,
-)
-from fraudops.schema import (
+from fraudops.data.datasets import write_raw
+from fraudops.data.schema import (
     SCENARIO_GENUINE,
     TRANSACTION_ID,
     TX_DATETIME,
     TX_FRAUD,
     TX_FRAUD_SCENARIO,
 )
-from fraudops.simulate import simulate
-from fraudops.traffic import following_days, matured_batch, next_day, stored_days
+from fraudops.data.simulate import simulate
+from fraudops.local.traffic import following_days, matured_batch, next_day, stored_days
+from fraudops.logs.prediction_log import (
+    LabelRecord,
+    PredictionLogWriter,
+    PredictionRecord,
+    open_prediction_log,
+)
 
 POPULATION = SimulateParams(customers=60, terminals=120, days=4, seed=1)
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)

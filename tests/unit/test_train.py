@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from fraudops.config import CandidateGrid, TrainParams
-from fraudops.schema import CUSTOMER_ID, TRANSACTION_ID, TX_DATETIME, TX_FRAUD
-from fraudops.train import (
+from fraudops.data.schema import CUSTOMER_ID, TRANSACTION_ID, TX_DATETIME, TX_FRAUD
+from fraudops.modeling.candidates import (
     Candidate,
     candidates,
     fit,
@@ -168,7 +168,7 @@ def test_selected_model_is_refitted_on_the_final_window_and_serves_numpy_rows(
 
 
 def test_near_ties_go_to_the_model_cheapest_to_serve() -> None:
-    from fraudops.train import _cheapest_near_best
+    from fraudops.modeling.candidates import _cheapest_near_best
 
     validation = pl.DataFrame(
         {

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from fraudops.config import Params, SimulateParams, TrainParams
-from fraudops.datasets import read_raw, write_raw
-from fraudops.features import feature_columns
-from fraudops.schema import TX_FRAUD
-from fraudops.simulate import simulate
-from fraudops.train import Candidate, fit
-from fraudops.training import (
+from fraudops.data.datasets import read_raw, write_raw
+from fraudops.data.schema import TX_FRAUD
+from fraudops.data.simulate import simulate
+from fraudops.features.definitions import feature_columns
+from fraudops.modeling.candidates import Candidate, fit
+from fraudops.modeling.steps import (
     CURVE_POINTS,
     PERIOD,
     SCORE,

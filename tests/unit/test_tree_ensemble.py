@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from fraudops.tree_ensemble import FlatTreeEnsemble, UnsupportedBooster
+from fraudops.modeling.tree_ensemble import FlatTreeEnsemble, UnsupportedBooster
 
 
 def _data(seed: int = 0, rows: int = 3000) -> tuple[np.ndarray, np.ndarray]:

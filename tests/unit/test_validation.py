@@ -9,16 +9,7 @@ import polars as pl
 import pytest
 
 from fraudops.config import FeatureParams
-from fraudops.features import (
-    TX_DURING_NIGHT,
-    TX_DURING_WEEKEND,
-    customer_avg_amount_column,
-    customer_nb_tx_column,
-    feature_columns,
-    terminal_nb_tx_column,
-    terminal_risk_column,
-)
-from fraudops.schema import (
+from fraudops.data.schema import (
     CUSTOMER_ID,
     PARTITION_KEY,
     RAW_SCHEMA,
@@ -29,7 +20,16 @@ from fraudops.schema import (
     TX_FRAUD,
     TX_FRAUD_SCENARIO,
 )
-from fraudops.validation import BatchRejected, validate_features, validate_raw
+from fraudops.data.validation import BatchRejected, validate_features, validate_raw
+from fraudops.features.definitions import (
+    TX_DURING_NIGHT,
+    TX_DURING_WEEKEND,
+    customer_avg_amount_column,
+    customer_nb_tx_column,
+    feature_columns,
+    terminal_nb_tx_column,
+    terminal_risk_column,
+)
 
 START = dt.datetime(2018, 4, 1)
 NOW = dt.datetime(2018, 4, 3)

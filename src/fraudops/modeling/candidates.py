@@ -28,15 +28,15 @@ from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
 
 from fraudops.config import HyperValue, ModelFamily, TrainParams
-from fraudops.evaluate import choose_threshold, ranking_metrics
-from fraudops.schema import TX_FRAUD
-from fraudops.split import TimeSplit, final_split, validation_splits
+from fraudops.data.schema import TX_FRAUD
+from fraudops.data.split import TimeSplit, final_split, validation_splits
+from fraudops.modeling.evaluation import choose_threshold, ranking_metrics
 
 logger = logging.getLogger(__name__)
 
 #: Hyper-parameter name of the class-imbalance weight, shared by every family.
 POSITIVE_WEIGHT = "positive_weight"
-#: Metric that ranks candidates; a key of `fraudops.evaluate.ranking_metrics`.
+#: Metric that ranks candidates; a key of `fraudops.modeling.evaluation.ranking_metrics`.
 SELECTION_METRIC = "average_precision"
 
 #: Families from cheapest to dearest to score one row in serving: near-ties in validation go

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
-from fraudops.schema import PARTITION_KEY, RAW_SCHEMA, TRANSACTION_ID, TX_DATETIME
-from fraudops.validation import check_raw_files
+from fraudops.data.schema import PARTITION_KEY, RAW_SCHEMA, TRANSACTION_ID, TX_DATETIME
+from fraudops.data.validation import check_raw_files
 
 PART_FILE = "part-0.parquet"
 PARTITION_PREFIX = f"{PARTITION_KEY}="

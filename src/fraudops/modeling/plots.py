@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from fraudops.evaluate import confusion_at
+from fraudops.modeling.evaluation import confusion_at
 
 CALIBRATION_BINS = 10
 

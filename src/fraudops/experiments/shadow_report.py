@@ -20,16 +20,16 @@ from scipy.stats import binomtest, pearsonr, spearmanr
 from sqlalchemy import Engine
 from statsmodels.stats.proportion import proportion_confint
 
-from fraudops.abtest import (
+from fraudops.config import ABParams, TrainParams
+from fraudops.experiments.abtest import (
     MetricEstimate,
     ReportModel,
     ReportWindow,
     format_estimate,
     format_number,
 )
-from fraudops.config import ABParams, TrainParams
-from fraudops.evaluate import confusion_at, expected_cost
-from fraudops.promotion import Check
+from fraudops.experiments.promotion_gate import Check
+from fraudops.modeling.evaluation import confusion_at, expected_cost
 
 Side = Literal["served", "shadow"]
 _SIDES: tuple[Side, Side] = ("served", "shadow")

@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from fraudops.config import SimulateParams
-from fraudops.schema import (
+from fraudops.data.schema import (
     CUSTOMER_ID,
     RAW_SCHEMA,
     SCENARIO_COMPROMISED_CUSTOMER,

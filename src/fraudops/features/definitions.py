@@ -19,7 +19,7 @@ from typing import NamedTuple, TypeVar
 import polars as pl
 
 from fraudops.config import FeatureParams
-from fraudops.schema import (
+from fraudops.data.schema import (
     CUSTOMER_ID,
     TERMINAL_ID,
     TRANSACTION_ID,

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from fraudops.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD
+from fraudops.data.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD
 
 #: False-positive rate budget of `recall_at_fpr` in `evaluate`.
 ALERT_FPR_BUDGET = 0.01

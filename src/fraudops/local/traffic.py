@@ -6,7 +6,8 @@ the customers and terminals are the ones the model knows while their activity is
 an optional drift scenario changes it. Time is compressed: a simulated day takes
 ``seconds_per_day`` of wall time at most ``rate`` transactions a second, and the fraud
 labels of day X are posted through ``/v1/feedback`` at the start of day X + d (the label
-delay), the same rule the offline features follow (``fraudops.features.label_known_day``).
+delay), the same rule the offline features follow
+(``fraudops.features.definitions.label_known_day``).
 
 Retraining needs raw transactions, and the prediction log keeps only pseudonyms of the
 card and terminal. So the replay keeps a *journal*: every transaction the API scored, in
@@ -29,10 +30,8 @@ import polars as pl
 from sqlalchemy import Engine
 
 from fraudops.config import FeatureParams, Scenario, Settings, SimulateParams
-from fraudops.datasets import PARTITION_PREFIX, read_raw, write_raw
-from fraudops.features import label_known_day
-from fraudops.prediction_log import read_predictions
-from fraudops.schema import (
+from fraudops.data.datasets import PARTITION_PREFIX, read_raw, write_raw
+from fraudops.data.schema import (
     CUSTOMER_ID,
     PARTITION_KEY,
     RAW_SCHEMA,
@@ -45,7 +44,9 @@ from fraudops.schema import (
     TX_FRAUD_SCENARIO,
     days_since_epoch,
 )
-from fraudops.simulate import simulate
+from fraudops.data.simulate import simulate
+from fraudops.features.definitions import label_known_day
+from fraudops.logs.prediction_log import read_predictions
 
 #: Transactions per ``POST /v1/score/batch`` (the API's own maximum).
 BATCH_SIZE = 100

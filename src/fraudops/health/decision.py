@@ -6,7 +6,7 @@ Evidently (``monitoring/drift.py``) and the estimate from NannyML
 (``monitoring/performance.py``); this module holds everything that is plain Python:
 cleaning a window so those libraries never see a missing column or a NaN, the
 classification quality of the labelled rows (with the metric definitions of
-``fraudops.evaluate``, so they compare with the training run's own numbers), and the rule
+``fraudops.modeling.evaluation``, so they compare with the training run's own numbers), and the rule
 that turns the numbers into one decision:
 
 * ``insufficient_data`` — too few valid rows to say anything;
@@ -34,10 +34,10 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from fraudops.config import MonitorParams, Params
-from fraudops.evaluate import evaluate
-from fraudops.prediction_log import labels, predictions
-from fraudops.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD
-from fraudops.training import PERIOD, SCORE
+from fraudops.data.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD
+from fraudops.logs.prediction_log import labels, predictions
+from fraudops.modeling.evaluation import evaluate
+from fraudops.modeling.steps import PERIOD, SCORE
 
 Signal = Literal["none", "data_drift", "concept_drift", "insufficient_data"]
 #: Signals that call for action (retraining).
@@ -48,7 +48,7 @@ LABEL = labels.c.label.name
 #: The card a row belongs to (customer id in the reference, its pseudonym in the log).
 CARD = "card"
 _LOG_CARD = predictions.c.customer_hash.name
-#: Reference rows whose scores are out-of-sample (see ``fraudops.training.reference_sample``).
+#: Reference rows whose scores are out-of-sample (see ``fraudops.modeling.steps.reference_sample``).
 TEST_PERIOD = "test"
 #: Half-width, in sampling errors, of the band an estimate is expected to fall in.
 ESTIMATE_BAND_SIGMAS = 3.0
@@ -293,7 +293,7 @@ def out_of_sample(reference: pd.DataFrame) -> pd.DataFrame:
 
 
 def quality_metrics(rows: pd.DataFrame, threshold: float, params: Params) -> dict[str, float]:
-    """``fraudops.evaluate.evaluate`` on labelled rows: the names the training run logs.
+    """``fraudops.modeling.evaluation.evaluate`` on labelled rows: the names the training run logs.
 
     Card precision@k counts per calendar day, so it needs the card and the day of each row.
     """

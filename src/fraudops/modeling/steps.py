@@ -1,8 +1,8 @@
 """One training run as plain steps, and the record it leaves in MLflow.
 
 The steps are load → validate → featurise → select → evaluate. Selection
-(`fraudops.train.select_model`) splits by time, picks a candidate on prequential validation
-folds, refits it on the final training window and chooses the alert threshold of least
+(`fraudops.modeling.candidates.select_model`) splits by time, picks a candidate on prequential
+validation folds, refits it on the final training window and chooses the alert threshold of least
 expected cost on the validation scores; evaluation scores the untouched test period.
 
 Three callers run the same steps: the Prefect flow wraps each one in a task, the DVC
@@ -14,7 +14,7 @@ estimator saved with skops) next to a `ModelCard` naming its inputs, threshold a
 lineage, so a server can load it without MLflow's pyfunc layer and score a numpy row.
 XGBoost models are stored as boosters because `XGBClassifier.save_model` fails with the
 installed scikit-learn (it no longer defines `_estimator_type`); a booster scores batches
-with `inplace_predict`, and serving walks its trees itself (`fraudops.tree_ensemble`).
+with `inplace_predict`, and serving walks its trees itself (`fraudops.modeling.tree_ensemble`).
 """
 
 from __future__ import annotations
@@ -43,15 +43,15 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from sklearn.pipeline import Pipeline
 
 from fraudops.config import FeatureParams, HyperValue, ModelFamily, Params, ValidateParams
-from fraudops.datasets import read_raw
-from fraudops.evaluate import evaluate
-from fraudops.features import KEY_COLUMNS, build_features, feature_columns
-from fraudops.plots import evaluation_figures, importance_figure
-from fraudops.schema import TX_DATETIME, TX_FRAUD
-from fraudops.split import final_split
-from fraudops.train import Model, Selection, fraud_scores, inputs, select_model
-from fraudops.validation import validate_features, validate_raw
-from fraudops.versioning import VersioningError, data_version, git_sha
+from fraudops.data.datasets import read_raw
+from fraudops.data.schema import TX_DATETIME, TX_FRAUD
+from fraudops.data.split import final_split
+from fraudops.data.validation import validate_features, validate_raw
+from fraudops.data.versioning import VersioningError, data_version, git_sha
+from fraudops.features.definitions import KEY_COLUMNS, build_features, feature_columns
+from fraudops.modeling.candidates import Model, Selection, fraud_scores, inputs, select_model
+from fraudops.modeling.evaluation import evaluate
+from fraudops.modeling.plots import evaluation_figures, importance_figure
 
 #: Column of model scores in the reference sample (the prediction log uses the same name).
 SCORE = "score"
@@ -467,12 +467,12 @@ def log_training_run(
     Params, test and validation metrics, lineage tags, the training and test data as
     MLflow datasets, evaluation plots, the candidate table, the model card, the
     reference sample, and the native model with signature and input example. Call
-    `fraudops.registry.configure_mlflow` first; an unreachable server raises
+    `fraudops.tracking.registry.configure_mlflow` first; an unreachable server raises
     `RegistryUnavailable`.
     """
     import mlflow
 
-    from fraudops.registry import outage_named
+    from fraudops.tracking.registry import outage_named
 
     all_tags = run_tags(result, tags)
     with outage_named(mlflow.get_tracking_uri()), mlflow.start_run(run_name=run_name) as run:

@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from fraudops.config import FeatureParams
-from fraudops.features import (
+from fraudops.features.definitions import (
     TX_DURING_NIGHT,
     TX_DURING_WEEKEND,
     customer_nb_tx_column,
@@ -29,7 +29,7 @@ from fraudops.features import (
     terminal_nb_tx_column,
     terminal_risk_column,
 )
-from fraudops.schema import (
+from fraudops.data.schema import (
     PARTITION_KEY,
     RAW_SCHEMA,
     TRANSACTION_ID,

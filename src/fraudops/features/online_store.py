@@ -9,8 +9,8 @@ Public API (what serving calls)::
     store.ping()                 # raises OnlineStoreUnavailable when the backend is away
     store.close()
 
-The windows themselves live in `fraudops.features`; this module only keeps the buckets those
-functions read (`CustomerBucket`, `TerminalBucket`) and a small index transaction_id →
+The windows themselves live in `fraudops.features.definitions`; this module only keeps the
+buckets those functions read (`CustomerBucket`, `TerminalBucket`) and a small index transaction_id →
 (customer, terminal, day, amount, label). The index is what makes a repeated transaction id
 count once and what tells the label path which terminal bucket a fraud belongs to.
 
@@ -54,7 +54,17 @@ from urllib.parse import urlsplit
 import polars as pl
 
 from fraudops.config import FeatureParams
-from fraudops.features import (
+from fraudops.data.schema import (
+    CUSTOMER_ID,
+    EPOCH,
+    TERMINAL_ID,
+    TRANSACTION_ID,
+    TX_AMOUNT,
+    TX_DATETIME,
+    TX_FRAUD,
+    days_since_epoch,
+)
+from fraudops.features.definitions import (
     CENTS_PER_UNIT,
     Bucket,
     CustomerBucket,
@@ -65,16 +75,6 @@ from fraudops.features import (
     label_known_day,
     terminal_bucket_days,
     transaction_features,
-)
-from fraudops.schema import (
-    CUSTOMER_ID,
-    EPOCH,
-    TERMINAL_ID,
-    TRANSACTION_ID,
-    TX_AMOUNT,
-    TX_DATETIME,
-    TX_FRAUD,
-    days_since_epoch,
 )
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from fraudops.config import TrainParams
-from fraudops.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD
+from fraudops.data.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD
 
 #: The handbook's single test week on its data (2018-04-01 + 183 days): training
 #: 2018-07-25..07-31, delay 08-01..08-07, test 08-08..08-14.

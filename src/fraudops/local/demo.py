@@ -34,8 +34,8 @@ import yaml
 from rich.console import Console
 
 from fraudops.config import Params, Settings, get_settings
-from fraudops.routing import CHAMPION, RoutingConfig, ShadowPolicy
-from fraudops.versioning import data_version
+from fraudops.data.versioning import data_version
+from fraudops.experiments.routing import CHAMPION, RoutingConfig, ShadowPolicy
 
 console = Console(stderr=True)
 
@@ -153,7 +153,7 @@ def run_loop(options: DemoOptions) -> Worktree:
     the worktree against a local Prefect server and the served flows, so the demo shows
     nothing the commands cannot do on their own.
     """
-    from fraudops.servers import PrefectServer
+    from fraudops.local.servers import PrefectServer
 
     settings = get_settings()
     checkout = checkout_root(Path.cwd())
@@ -288,7 +288,7 @@ def wait_ready(url: str, timeout_s: float = 120) -> None:
 
 def wait_for_shadow(url: str, timeout_s: float = 900) -> str:
     """Block until retraining has put a challenger in shadow; its version."""
-    from fraudops.registry import CHALLENGER  # imports MLflow: only once the demo needs it
+    from fraudops.tracking.registry import CHALLENGER  # imports MLflow: only once the demo needs it
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -302,7 +302,7 @@ def wait_for_shadow(url: str, timeout_s: float = 900) -> str:
 
 def route_ab_with_shadow(url: str, key: str) -> None:
     """Send a fifth of customers to the challenger and shadow it on the rest."""
-    from fraudops.registry import CHALLENGER
+    from fraudops.tracking.registry import CHALLENGER
 
     routing = RoutingConfig(
         mode="ab", weights={CHAMPION: 80, CHALLENGER: 20}, shadow=ShadowPolicy(alias=CHALLENGER)

@@ -41,9 +41,9 @@ from sklearn.metrics import average_precision_score
 from sqlalchemy import Engine
 
 from fraudops.config import ABParams, ProportionMetric
-from fraudops.evaluate import card_precision_at_k
-from fraudops.prediction_log import RowKind, TimeColumn, read_predictions
-from fraudops.promotion import Check
+from fraudops.experiments.promotion_gate import Check
+from fraudops.logs.prediction_log import RowKind, TimeColumn, read_predictions
+from fraudops.modeling.evaluation import card_precision_at_k
 
 MetricName = Literal[ProportionMetric, "average_precision", "card_precision_at_k"]
 METRICS: tuple[MetricName, ...] = get_args(MetricName)

@@ -18,8 +18,8 @@ Public API (what serving calls)::
 
 Scoring runs on one numpy row with one thread: no pyfunc wrapper, no pandas frame, and no
 thread pool spinning against the web server for the same two cores. An XGBoost booster's
-trees are walked by `fraudops.tree_ensemble` (a tenth of the booster's fixed cost per call),
-after a check at load that it agrees with the booster; scikit-learn models use
+trees are walked by `fraudops.modeling.tree_ensemble` (a tenth of the booster's fixed cost
+per call), after a check at load that it agrees with the booster; scikit-learn models use
 ``predict_proba``.
 
 A refresh builds a new `ModelSnapshot` and publishes it with one reference assignment, so a
@@ -56,9 +56,15 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 
 from fraudops.config import Settings
-from fraudops.registry import CHALLENGER, CHAMPION, configure_mlflow, outage_named, version_by_alias
-from fraudops.training import NativeModel, load_logged_model
-from fraudops.tree_ensemble import FlatTreeEnsemble, UnsupportedBooster
+from fraudops.modeling.steps import NativeModel, load_logged_model
+from fraudops.modeling.tree_ensemble import FlatTreeEnsemble, UnsupportedBooster
+from fraudops.tracking.registry import (
+    CHALLENGER,
+    CHAMPION,
+    configure_mlflow,
+    outage_named,
+    version_by_alias,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Live experiments: routing, A/B and shadow analysis, the promotion gate."""

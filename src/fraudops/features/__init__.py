@@ -1,0 +1,1 @@
+"""Features: the one definition (offline and online) and the online store serving reads."""

@@ -1,0 +1,1 @@
+"""Running the loop on one machine: local servers, the traffic replay, the demo."""

@@ -1,0 +1,1 @@
+"""The prediction and label logs serving writes and monitoring reads."""

@@ -1,0 +1,1 @@
+"""MLflow: the registry and its aliases."""
