@@ -24,7 +24,7 @@ def _env(tmp_path: Path, **settings: str) -> dict[str, str]:
 
 def _startup_timeout_prefect_reads(env: dict[str, str]) -> int:
     script = (
-        "from fraudops.cli import _use_prefect; _use_prefect()\n"
+        "from fraudops.cli.base import use_prefect; use_prefect()\n"
         "from prefect.settings import get_current_settings\n"
         "print(get_current_settings().server.ephemeral.startup_timeout_seconds)"
     )
