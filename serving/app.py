@@ -10,7 +10,10 @@ One request shape skips FastAPI's layers altogether: ``POST /v1/score`` with a d
 size and no query string, which is nearly all traffic. The router, middlewares, exception
 handlers and request object cost about 0.2 ms a request, a quarter of a score, so
 `ScoringApp` answers it in one ASGI call with the same `_score`. A body that does not
-validate goes on to FastAPI, replayed, so error answers have one implementation.
+validate goes on to FastAPI, replayed, so error answers have one implementation. The fast
+path does the work of the app's own two middlewares (the body-size limit, the request
+count) itself; a middleware added to the app later (auth, tracing, CORS) must see every
+request, so any other middleware switches the fast path off.
 
 Run it with ``fraudops serve`` (uvicorn, ``--factory``).
 """
@@ -95,8 +98,19 @@ class ServiceUnavailable(Exception):
 class ScoringApp(FastAPI):
     """FastAPI, with the plain single-transaction score answered before its layers."""
 
+    #: Whether every middleware of the app is one the fast path does the work of.
+    _fast_path = False
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Starlette builds the stack once, at the first request; no middleware can be added
+        after that, so this is where the fast path is allowed or not, for good."""
+        self._fast_path = all(m.cls in _FAST_PATH_MIRRORS for m in self.user_middleware)
+        return super().build_middleware_stack()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _plain_score_request(scope):
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        if not (self._fast_path and _plain_score_request(scope)):
             await super().__call__(scope, receive, send)
             return
         body = await _read_body(receive)
@@ -638,6 +652,10 @@ class RequestMetrics:
             route = scope.get("route")
             endpoint = getattr(route, "path", "other")
             self.metrics.child(self.metrics.requests.labels, endpoint, str(code)).inc()
+
+
+#: The app's own middlewares, whose work the fast path does itself (size check, count).
+_FAST_PATH_MIRRORS = (BodySizeLimit, RequestMetrics)
 
 
 # --- OpenAPI -------------------------------------------------------------------------------

@@ -103,13 +103,15 @@ class LoadedModel:
     estimator: NativeModel = field(repr=False)
     #: True when this model came from the disk cache because the registry was away.
     from_cache: bool = False
+    #: Walk an XGBoost booster's trees in numpy (``serve_flat_trees``); False: the booster.
+    flat_walk: bool = True
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     #: The booster's trees as flat arrays, when they reproduce the booster (else None).
     flat_trees: FlatTreeEnsemble | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         _single_threaded(self.estimator)
-        if isinstance(self.estimator, xgb.Booster):
+        if self.flat_walk and isinstance(self.estimator, xgb.Booster):
             object.__setattr__(self, "flat_trees", _flat_trees(self.estimator, self.version))
 
     @property
@@ -388,7 +390,7 @@ class ModelSet:
         if twin is not None:
             model = dataclasses.replace(twin, alias=alias, from_cache=False)
         else:
-            model = _load(folder, self.name, alias, from_cache=False)
+            model = _load(folder, self.name, alias, from_cache=False, settings=self.settings)
         self.cache.mark_latest(alias, version)
         return model
 
@@ -397,7 +399,7 @@ class ModelSet:
         if folder is None:
             return None
         try:
-            return _load(folder, self.name, alias, from_cache=True)
+            return _load(folder, self.name, alias, from_cache=True, settings=self.settings)
         except Exception:  # A damaged cache entry must not stop the others from loading.
             logger.exception("cached %s model at %s does not load", alias, folder)
             return None
@@ -417,7 +419,9 @@ def _download(name: str, version: str, uri: str, target: Path) -> None:
     )
 
 
-def _load(folder: Path, name: str, alias: str, *, from_cache: bool) -> LoadedModel:
+def _load(
+    folder: Path, name: str, alias: str, *, from_cache: bool, settings: Settings
+) -> LoadedModel:
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     estimator, card = load_logged_model(folder / MODEL_FOLDER)
     return LoadedModel(
@@ -430,6 +434,7 @@ def _load(folder: Path, name: str, alias: str, *, from_cache: bool) -> LoadedMod
         feature_names=tuple(card.features),
         estimator=estimator,
         from_cache=from_cache,
+        flat_walk=settings.serve_flat_trees,
     )
 
 

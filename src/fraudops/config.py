@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     serve_body_timeout_s: float = Field(
         10.0, gt=0, description="A request's body must all arrive this long after its headers."
     )
+    serve_flat_trees: bool = Field(
+        True,
+        description="Serving walks an XGBoost model's trees in numpy: the booster's scores bit "
+        "for bit at a tenth of its cost per call. False: the booster scores every request.",
+    )
     serving_url: str | None = Field(
         None, description="The scoring API retraining switches to shadow; none: left alone."
     )

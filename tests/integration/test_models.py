@@ -159,6 +159,17 @@ def test_a_model_loads_by_alias_and_scores_like_its_estimator(
     assert status.registry_reachable and status.last_error is None and not status.missing
 
 
+def test_with_the_flat_walk_switched_off_the_booster_scores(
+    settings: Settings, trained: dict[str, Trained]
+) -> None:
+    run = trained["xgboost"]
+    register_run(settings, run)
+    booster_only = settings.model_copy(update={"serve_flat_trees": False})
+    champion = ModelSet(booster_only).load()[CHAMPION]
+    assert champion.flat_trees is None
+    np.testing.assert_array_equal(champion.scores(run.rows), run.probabilities())
+
+
 def test_features_become_a_row_in_the_models_own_order(
     settings: Settings, trained: dict[str, Trained]
 ) -> None:
