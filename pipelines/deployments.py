@@ -2,7 +2,7 @@
 
 * ``monitoring/scheduled`` runs the monitoring flow every ``interval`` seconds on the
   newest ``window`` predictions;
-* ``retraining/on-drift`` runs the retraining flow whenever ``fraudops.health.detected``
+* ``retraining/on-drift`` runs the retraining flow whenever ``fraudops.drift.detected``
   arrives from ``fraudops.monitor``, its parameters taken from the event's payload.
 
 ``serve`` needs a real ``prefect server`` (``PREFECT_API_URL``): the temporary server

@@ -2,7 +2,7 @@
 
 What starts it: a drift decision of the monitoring flow, through ``request_retraining``,
 the one place that chooses the launcher. With a Prefect server it emits
-``fraudops.health.detected`` and the ``retrain`` deployment's event trigger runs
+``fraudops.drift.detected`` and the ``retrain`` deployment's event trigger runs
 ``retrain_flow`` (``pipelines.deployments``); without one (event triggers need a real
 server) it calls ``retrain_flow`` directly. Either way the flow gets the same parameters.
 
@@ -64,7 +64,7 @@ from pipelines.training import (
     training_flow,
 )
 
-DRIFT_EVENT = "fraudops.health.detected"
+DRIFT_EVENT = "fraudops.drift.detected"
 MONITOR_RESOURCE = "fraudops.monitor"
 TRIGGER_TAG = "fraudops.trigger"
 SIGNAL_TAG = "fraudops.signal"
