@@ -246,8 +246,9 @@ def _train_and_register(root: Path) -> tuple[str, list[str]]:
     from fraudops.data.datasets import write_raw
     from fraudops.data.simulate import simulate
     from fraudops.features.definitions import feature_columns
-    from fraudops.modeling.steps import log_training_run, train_bare, workspace_data
+    from fraudops.modeling.steps import train_bare, workspace_data
     from fraudops.tracking.registry import configure_mlflow, register
+    from fraudops.tracking.runs import log_training_run
 
     write_raw(simulate(SimulateParams(customers=500, terminals=1000, days=40)), root / "raw")
     settings = Settings(home=root / "home", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}")

@@ -36,15 +36,15 @@ from fraudops.experiments.abtest import ReportWindow
 from fraudops.features.definitions import feature_columns
 from fraudops.health.decision import DriftDecision
 from fraudops.logs.prediction_log import open_prediction_log
-from fraudops.modeling.steps import RUN_TYPE_TAG, THRESHOLD_TAG
 from fraudops.tracking.registry import CHAMPION, outage_named, version_by_alias
+from fraudops.tracking.runs import RUN_TYPE_TAG, THRESHOLD_TAG
 from monitoring.analysis import MonitoringError, MonitoringResult, analyse_window, check_estimate
 from monitoring.reports import load_decision, run_name, write_reports
 from monitoring.workspace import ensure_project, open_workspace, record_realised, record_window
 from pipelines.retraining import Launcher, RetrainTrigger, request_retraining
 from pipelines.training import IO_RETRIES, IO_RETRY_DELAY_S, connect_tracking
 
-#: Where the training run keeps the monitoring baseline (``fraudops.modeling.steps._log_files``).
+#: Where the training run keeps the monitoring baseline (``fraudops.tracking.runs._log_files``).
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 WINDOW_TAG = "fraudops.window_id"
 SIGNAL_TAG = "fraudops.signal"

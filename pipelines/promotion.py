@@ -29,6 +29,7 @@ from fraudops.config import Params, get_settings, load_params
 from fraudops.data.split import TimeSplit, final_split
 from fraudops.experiments.promotion_gate import Check, GateDecision, decide, holdout_checks
 from fraudops.modeling import steps
+from fraudops.tracking import logged_models, runs
 from fraudops.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -109,7 +110,7 @@ def holdout_period(features: pl.DataFrame, params: Params) -> TimeSplit:
 def score_version(name: str, version: str, split: TimeSplit, params: Params) -> dict:
     """Every metric of VERSION on the holdout; refused if it trained on holdout days."""
     with tempfile.TemporaryDirectory() as folder:
-        model, card = steps.load_registered_model(f"models:/{name}/{version}", Path(folder))
+        model, card = logged_models.load_registered_model(f"models:/{name}/{version}", Path(folder))
     if card.train_end >= split.test_start.isoformat():
         raise ValueError(
             f"version {version} trained on days up to {card.train_end}, inside the holdout "
@@ -140,7 +141,7 @@ def record(
     with outage_named(client.tracking_uri), mlflow.start_run(run_name=run_name) as run:
         mlflow.set_tags(
             {
-                steps.RUN_TYPE_TAG: "promotion",
+                runs.RUN_TYPE_TAG: "promotion",
                 DECISION_TAG: outcome,
                 "fraudops.champion_version": str(champion.version),
                 "fraudops.challenger_version": judged,

@@ -37,6 +37,7 @@ from fraudops.config import (
 from fraudops.data.validation import BatchRejected
 from fraudops.modeling import steps
 from fraudops.modeling.candidates import Selection
+from fraudops.tracking import runs
 from fraudops.tracking.registry import configure_mlflow, register
 
 IO_RETRIES = 2
@@ -202,7 +203,7 @@ def select_model(features: pl.DataFrame, params: Params) -> Selection:
     get_run_logger().info(
         "selected %s (validation average precision %.4f), threshold %.4f",
         selection.candidate.name,
-        steps.validation_metrics(selection)["val_average_precision"],
+        runs.validation_metrics(selection)["val_average_precision"],
         selection.threshold,
     )
     return selection
@@ -224,8 +225,8 @@ def evaluate_model(selection: Selection, params: Params) -> steps.Evaluation:
     retry_delay_seconds=IO_RETRY_DELAY_S,
     cache_policy=NO_CACHE,
 )
-def log_run(result: steps.TrainingResult, tags: dict[str, str]) -> steps.LoggedRun:
-    return steps.log_training_run(result, tags=tags)
+def log_run(result: steps.TrainingResult, tags: dict[str, str]) -> runs.LoggedRun:
+    return runs.log_training_run(result, tags=tags)
 
 
 @task(
@@ -235,7 +236,7 @@ def log_run(result: steps.TrainingResult, tags: dict[str, str]) -> steps.LoggedR
     cache_policy=NO_CACHE,
 )
 def register_model(
-    client: MlflowClient, logged: steps.LoggedRun, name: str, tags: dict[str, str]
+    client: MlflowClient, logged: runs.LoggedRun, name: str, tags: dict[str, str]
 ) -> tuple[str, list[str]]:
     """Register as ``challenger`` (and ``champion`` if there is none); return version, aliases.
 

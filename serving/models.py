@@ -56,8 +56,9 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 
 from fraudops.config import Settings
-from fraudops.modeling.steps import NativeModel, load_logged_model
+from fraudops.modeling.steps import NativeModel
 from fraudops.modeling.tree_ensemble import FlatTreeEnsemble, UnsupportedBooster
+from fraudops.tracking.logged_models import download_version, load_logged_model
 from fraudops.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -383,7 +384,7 @@ class ModelSet:
                 shutil.copytree(cached / MODEL_FOLDER, target)
                 return
             with outage_named(uri):
-                _download(self.name, version, uri, target)
+                download_version(self.name, version, uri, target)
 
         folder = self.cache.download(alias, version, run_id, fetch)
         twin = next((model for model in twins if model.version == version), None)
@@ -403,20 +404,6 @@ class ModelSet:
         except Exception:  # A damaged cache entry must not stop the others from loading.
             logger.exception("cached %s model at %s does not load", alias, folder)
             return None
-
-
-def _download(name: str, version: str, uri: str, target: Path) -> None:
-    import mlflow
-
-    # A progress bar per download is noise in a server's log.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-    mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{name}/{version}",
-        dst_path=str(target),
-        tracking_uri=uri,
-        registry_uri=uri,
-    )
 
 
 def _load(

@@ -28,8 +28,9 @@ from fraudops.config import CandidateGrid, Params, Settings, SimulateParams, Tra
 from fraudops.data.datasets import write_raw
 from fraudops.data.schema import CUSTOMER_ID, TERMINAL_ID, TRANSACTION_ID, TX_AMOUNT, TX_DATETIME
 from fraudops.data.simulate import simulate
-from fraudops.modeling.steps import log_training_run, train_bare, workspace_data
+from fraudops.modeling.steps import train_bare, workspace_data
 from fraudops.tracking.registry import configure_mlflow, register
+from fraudops.tracking.runs import log_training_run
 from serving.server import ServingProcess
 
 ADMIN_KEY = "test-admin-key-0123456789"

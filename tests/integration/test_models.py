@@ -1,7 +1,7 @@
 """Model loading for serving against a real MLflow registry (embedded SQLite, and a real server).
 
 Models are trained, logged and registered exactly as the training flow does it
-(`fraudops.modeling.steps.log_training_run`, `fraudops.tracking.registry.register`), on a small
+(`fraudops.tracking.runs.log_training_run`, `fraudops.tracking.registry.register`), on a small
 simulated stream with small hyper-parameters.
 """
 
@@ -27,6 +27,7 @@ from fraudops.local.servers import HOST, MlflowServer, free_port
 from fraudops.modeling import steps
 from fraudops.modeling.candidates import Model, inputs
 from fraudops.modeling.tree_ensemble import FlatTreeEnsemble
+from fraudops.tracking import runs
 from fraudops.tracking.registry import CHALLENGER, CHAMPION, configure_mlflow, promote, register
 from serving.models import BIAS, LoadedModel, ModelLoadError, ModelSet
 
@@ -43,7 +44,7 @@ class Trained:
     """A training run as the flow logs it, and test rows to score."""
 
     result: steps.TrainingResult
-    logged: steps.LoggedRun
+    logged: runs.LoggedRun
     rows: np.ndarray
 
     @property
@@ -74,7 +75,7 @@ def train_and_log(source: steps.DataSource, kind: str) -> Trained:
     params = Params(train=TrainParams(validation_folds=1, n_jobs=1, candidates=grid))
     result = steps.train_bare(source, params)
     rows = inputs(result.selection.split.test, result.features)[:500]
-    return Trained(result, steps.log_training_run(result), rows)
+    return Trained(result, runs.log_training_run(result), rows)
 
 
 @pytest.fixture(scope="module")

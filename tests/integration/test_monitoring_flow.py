@@ -29,8 +29,8 @@ from fraudops.config import get_settings, load_params
 from fraudops.experiments.abtest import ReportWindow
 from fraudops.features.definitions import feature_columns
 from fraudops.local.traffic import next_day
-from fraudops.modeling.steps import THRESHOLD_TAG
 from fraudops.tracking.registry import configure_mlflow, register
+from fraudops.tracking.runs import THRESHOLD_TAG
 from monitoring.analysis import MonitoringError
 from monitoring.workspace import PROJECT_NAME, open_workspace
 from pipelines.monitoring_flow import (

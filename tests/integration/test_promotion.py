@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from fraudops.cli import app
 from fraudops.config import Settings
 from fraudops.experiments.promotion_gate import Check
-from fraudops.modeling.steps import RUN_TYPE_TAG
 from fraudops.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -23,6 +22,7 @@ from fraudops.tracking.registry import (
     PREVIOUS_CHAMPION_TAG,
     configure_mlflow,
 )
+from fraudops.tracking.runs import RUN_TYPE_TAG
 from pipelines.promotion import DECISION_RUN_TAG, promotion_flow
 from pipelines.training import training_flow
 

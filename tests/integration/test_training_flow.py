@@ -24,18 +24,8 @@ from fraudops.data.validation import BatchRejected
 from fraudops.data.versioning import data_version, record_data_version
 from fraudops.features.definitions import feature_columns
 from fraudops.local.servers import free_port
-from fraudops.modeling.steps import (
-    DATA_FINGERPRINT_TAG,
-    DATA_REV_TAG,
-    DATA_VERSION_TAG,
-    GIT_SHA_TAG,
-    MODEL_FAMILY_TAG,
-    SCORE,
-    UNTRACKED,
-    featurise,
-    load_registered_model,
-    score_frame,
-)
+from fraudops.modeling.steps import SCORE, UNTRACKED, featurise, score_frame
+from fraudops.tracking.logged_models import load_registered_model
 from fraudops.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -43,6 +33,13 @@ from fraudops.tracking.registry import (
     configure_mlflow,
     register,
     version_by_alias,
+)
+from fraudops.tracking.runs import (
+    DATA_FINGERPRINT_TAG,
+    DATA_REV_TAG,
+    DATA_VERSION_TAG,
+    GIT_SHA_TAG,
+    MODEL_FAMILY_TAG,
 )
 from pipelines.training import TrainingOutcome, training_flow
 

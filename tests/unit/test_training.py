@@ -29,13 +29,12 @@ from fraudops.modeling.steps import (
     featurise,
     load_model_dir,
     reference_sample,
-    run_params,
     save_model_dir,
     score_frame,
     train_bare,
-    validation_metrics,
     workspace_data,
 )
+from fraudops.tracking.runs import run_params, validation_metrics
 
 TINY_TRAIN = TrainParams(
     train_days=5,
