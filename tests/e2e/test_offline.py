@@ -53,8 +53,12 @@ def test_the_watcher_sees_a_dns_query_and_an_outside_connection(tmp_path: Path) 
 def test_mlflow_reports_usage_with_do_not_track_1_but_not_after_importing_fraudops(
     tmp_path: Path,
 ) -> None:
-    unset = {key: value for key, value in users_environment().items() if key not in TELEMETRY_OFF}
-    env = {**unset, "DO_NOT_TRACK": "1"}
+    # A fresh MLflow client: no switch of ours, and no MLFLOW_* left by other tests.
+    env = {
+        key: value
+        for key, value in users_environment().items()
+        if key not in TELEMETRY_OFF and not key.startswith("MLFLOW_")
+    } | {"DO_NOT_TRACK": "1"}
     command = [sys.executable, "-c"]
     leaky = run_offline(
         [*command, MLFLOW_RUN.format(preamble="")], tmp_path, env, tmp_path / "leaky"

@@ -63,8 +63,10 @@ def deployment_runs(name: str) -> list:
         )
 
 
-def finished_runs(name: str, count: int) -> list | None:
-    runs = deployment_runs(name)
+def finished_runs(name: str, count: int, earlier: frozenset = frozenset()) -> list | None:
+    """COUNT or more finished runs of NAME, leaving out EARLIER ones (other tests' runs of
+    the same deployment on the shared Prefect server); None while fewer."""
+    runs = [run for run in deployment_runs(name) if run.id not in earlier]
     done = [run for run in runs if run.state is not None and run.state.is_final()]
     return done if len(done) >= count else None
 
@@ -124,9 +126,12 @@ def test_a_drift_event_retrains_versions_data_and_shadows_once_per_cooldown(
 
         with served_flows(project, "retraining", tmp_path / "logs" / "flows.log"):
             wait_until(lambda: trigger_ready(RETRAIN), 120, "the retrain deployment's trigger")
+            earlier = frozenset(run.id for run in deployment_runs(RETRAIN))
             emit_drift("monitoring-run-1")
             [first] = wait_until(
-                lambda: finished_runs(RETRAIN, 1), RUN_TIMEOUT_S, "the triggered retraining"
+                lambda: finished_runs(RETRAIN, 1, earlier),
+                RUN_TIMEOUT_S,
+                "the triggered retraining",
             )
             assert first.state.is_completed(), run_logs(first.id)
 
@@ -149,7 +154,9 @@ def test_a_drift_event_retrains_versions_data_and_shadows_once_per_cooldown(
 
             emit_drift("monitoring-run-2")
             second = wait_until(
-                lambda: finished_runs(RETRAIN, 2), RUN_TIMEOUT_S, "the second retraining run"
+                lambda: finished_runs(RETRAIN, 2, earlier),
+                RUN_TIMEOUT_S,
+                "the second retraining run",
             )[1]
             assert second.state.is_completed()
             wait_until(lambda: "cool-down" in run_logs(second.id), 30, "the skip in the logs")
