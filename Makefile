@@ -38,7 +38,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-BENCHMARKS := generate features model_quality training serving monitoring
+BENCHMARKS := generate features model_quality training serving hops monitoring
 
 bench: $(STAMP)
 	for name in $(BENCHMARKS); do $(BIN)/python benchmarks/bench_$$name.py || exit 1; done
