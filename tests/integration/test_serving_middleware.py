@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +28,7 @@ from serving_support import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraudops.config import get_settings
+from fraudops.local.demo import wait_ready
 from fraudops.local.servers import free_port
 from serving.app import ScoringApp, create_app
 
@@ -63,16 +63,7 @@ def serving_in_thread(app: ScoringApp) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        raise AssertionError("the app did not become ready within 120 s")
+    wait_ready(url)
     try:
         yield url
     finally:
