@@ -64,7 +64,8 @@ def deployments(
         name=RETRAIN_DEPLOYMENT,
         triggers=[drift_trigger()],
         entrypoint_type=EntrypointType.MODULE_PATH,
-        description="Retrain on matured traffic when monitoring reports drift.",
+        description="Retrain on matured traffic when monitoring reports drift, or when run by "
+        "hand (a manual run skips the cool-down; give requested_by and reason).",
     )
     return {"monitoring": monitor, "retraining": retrain}
 
