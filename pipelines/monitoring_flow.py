@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import mlflow
 import pandas as pd
-from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -36,8 +34,8 @@ from fraudops.experiments.abtest import ReportWindow
 from fraudops.features.definitions import feature_columns
 from fraudops.health.decision import DriftDecision
 from fraudops.logs.prediction_log import open_prediction_log
-from fraudops.tracking.registry import CHAMPION, outage_named, version_by_alias
-from fraudops.tracking.runs import RUN_TYPE_TAG, THRESHOLD_TAG
+from fraudops.tracking.registry import CHAMPION, MlflowClient, outage_named, version_by_alias
+from fraudops.tracking.runs import RUN_TYPE_TAG, THRESHOLD_TAG, download_run_artifact, recorded_run
 from monitoring.analysis import MonitoringError, MonitoringResult, analyse_window, check_estimate
 from monitoring.reports import load_decision, run_name, write_reports
 from monitoring.workspace import ensure_project, open_workspace, record_realised, record_window
@@ -111,9 +109,7 @@ def find_baseline(client: MlflowClient, name: str) -> Baseline:
             f"reference sample at {REFERENCE_ARTIFACT}: retrain it to monitor it"
         )
     with tempfile.TemporaryDirectory() as scratch, outage_named(client.tracking_uri):
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=scratch
-        )
+        path = download_run_artifact(run.info.run_id, REFERENCE_ARTIFACT, Path(scratch))
         reference = pd.read_parquet(path)
     metrics = {
         key: value
@@ -177,28 +173,25 @@ def record(
     """Reports on disk, the MLflow monitoring run, and the workspace snapshots."""
     settings = get_settings()
     decision = result.decision
-    with (
-        outage_named(mlflow.get_tracking_uri()),
-        mlflow.start_run(run_name=f"monitoring {decision.window_id}") as run,
-    ):
+    with recorded_run(f"monitoring {decision.window_id}") as run:
         folder = write_reports(
-            result, settings.monitoring_reports_dir, f"{run_name(decision)}-{run.info.run_id[:8]}"
+            result, settings.monitoring_reports_dir, f"{run_name(decision)}-{run.run_id[:8]}"
         )
-        mlflow.set_tags(_tags(decision.window_id, baseline) | {SIGNAL_TAG: decision.signal})
-        mlflow.log_params(_window_params(window))
-        mlflow.log_metrics(_finite(decision.metrics()))
+        run.tags(_tags(decision.window_id, baseline) | {SIGNAL_TAG: decision.signal})
+        run.params(_window_params(window))
+        run.metrics(_finite(decision.metrics()))
         why = {"reasons": list(decision.reasons), "notes": list(decision.notes)}
-        mlflow.log_dict(why, "why.json")
+        run.document(why, "why.json")
         window_file = {
             "window": fixed_window(window, current).model_dump(mode="json"),
             "threshold": baseline.threshold,
         }
         (folder / WINDOW_FILE).write_text(json.dumps(window_file, indent=2) + "\n")
-        mlflow.log_artifacts(str(folder), artifact_path="reports")
+        run.folder(folder, artifact_path="reports")
     workspace = open_workspace(settings.monitoring_workspace)
     project = ensure_project(workspace, feature_columns(load_params(settings.params_path).features))
     record_window(workspace, project, result)
-    return run.info.run_id, folder
+    return run.run_id, folder
 
 
 @task(name="check past estimates", cache_policy=NO_CACHE)
@@ -265,13 +258,10 @@ def fixed_window(window: ReportWindow, current: pd.DataFrame) -> ReportWindow:
 
 def record_failure(error: MonitoringError, baseline: Baseline, window: ReportWindow) -> str:
     """A failed MLflow run naming the window and the step, so the failure is on record."""
-    run = mlflow.start_run(run_name=f"monitoring {error.window_id} (failed)")
-    try:
-        mlflow.set_tags(_tags(error.window_id, baseline) | {ERROR_TAG: str(error)[:5000]})
-        mlflow.log_params(_window_params(window))
-    finally:
-        mlflow.end_run(status="FAILED")
-    return run.info.run_id
+    with recorded_run(f"monitoring {error.window_id} (failed)", failed=True) as run:
+        run.tags(_tags(error.window_id, baseline) | {ERROR_TAG: str(error)[:5000]})
+        run.params(_window_params(window))
+    return run.run_id
 
 
 def _tags(window_id: str, baseline: Baseline) -> dict[str, str]:

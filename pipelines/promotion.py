@@ -18,10 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-import mlflow
 import polars as pl
-from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -34,7 +31,8 @@ from fraudops.tracking.registry import (
     CHALLENGER,
     CHAMPION,
     DECISION_TAG,
-    outage_named,
+    MlflowClient,
+    ModelVersion,
     promote,
     record_decision,
     version_by_alias,
@@ -138,8 +136,8 @@ def record(
     outcome = "promoted" if decision.promote else "rejected"
     judged = str(challenger.version)
     run_name = f"promotion: v{judged} vs v{champion.version}"
-    with outage_named(client.tracking_uri), mlflow.start_run(run_name=run_name) as run:
-        mlflow.set_tags(
+    with runs.recorded_run(run_name) as run:
+        run.tags(
             {
                 runs.RUN_TYPE_TAG: "promotion",
                 DECISION_TAG: outcome,
@@ -147,15 +145,15 @@ def record(
                 "fraudops.challenger_version": judged,
             }
         )
-        mlflow.log_params(context)
-        mlflow.log_metrics(
+        run.params(context)
+        run.metrics(
             {
                 f"{role}.{key}": value
                 for role, metrics in scores.items()
                 for key, value in metrics.items()
             }
         )
-        mlflow.log_dict(
+        run.document(
             {
                 "promote": decision.promote,
                 "reason": decision.reason,
@@ -163,13 +161,13 @@ def record(
             },
             "decision.json",
         )
-    client.set_model_version_tag(name, judged, DECISION_RUN_TAG, run.info.run_id)
+    client.set_model_version_tag(name, judged, DECISION_RUN_TAG, run.run_id)
     if decision.promote:
         promote(client, name, judged, decision.reason, decision.numbers)
     else:
         record_decision(client, name, judged, "rejected", decision.reason, decision.numbers)
     get_run_logger().info("%s version %s: %s", outcome, judged, decision.reason)
-    return run.info.run_id
+    return run.run_id
 
 
 @flow(name="promotion")

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -38,7 +37,7 @@ from fraudops.data.validation import BatchRejected
 from fraudops.modeling import steps
 from fraudops.modeling.candidates import Selection
 from fraudops.tracking import runs
-from fraudops.tracking.registry import configure_mlflow, register
+from fraudops.tracking.registry import MlflowClient, configure_mlflow, register
 
 IO_RETRIES = 2
 IO_RETRY_DELAY_S = 2

@@ -51,7 +51,6 @@ from typing import Literal
 
 import numpy as np
 import xgboost as xgb
-from mlflow import MlflowClient
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 
@@ -62,6 +61,7 @@ from fraudops.tracking.logged_models import download_version, load_logged_model
 from fraudops.tracking.registry import (
     CHALLENGER,
     CHAMPION,
+    MlflowClient,
     configure_mlflow,
     outage_named,
     version_by_alias,

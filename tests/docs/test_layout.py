@@ -58,3 +58,20 @@ def test_the_architecture_page_maps_where_things_live() -> None:
     written = page.split(START, 1)[1].split(END, 1)[0].strip()
     expected = where_things_live()
     assert written == expected, f"replace the section's table with:\n\n{expected}\n"
+
+
+def test_only_the_tracking_package_imports_mlflow() -> None:
+    """One MLflow seam: a change of MLflow's API is a change in ``fraudops.tracking`` only."""
+    seam = ROOT / "src" / "fraudops" / "tracking"
+    outside = []
+    for path in _modules():
+        if seam in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            )  # fmt: skip
+            if any(name == "mlflow" or name.startswith("mlflow.") for name in names):
+                outside.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert outside == []

@@ -129,10 +129,8 @@ def promote(
     reason: Annotated[str, typer.Option(help="Why, for a forced promotion.")] = "manual",
 ) -> None:
     """Compare the challenger with the champion on the holdout; promote it if not worse."""
-    from mlflow.exceptions import MlflowException
-
     from fraudops.data.validation import BatchRejected
-    from fraudops.tracking.registry import RegistryError
+    from fraudops.tracking.registry import MlflowException, RegistryError
 
     expected = (BatchRejected, RegistryError, MlflowException, LookupError, OSError, ValueError)
 

@@ -9,6 +9,9 @@ History lives in version tags, so the registry alone explains how the champion g
 each decision writes ``fraudops.decision`` (promoted, rejected, rolled_back) with its reason,
 time and numbers, and a promoted version remembers which version it replaced in
 ``fraudops.previous_champion``, which is what ``rollback`` follows.
+
+``fraudops.tracking`` is the one package that imports MLflow; code elsewhere that names
+MLflow's client, version or error types takes them from here.
 """
 
 from __future__ import annotations

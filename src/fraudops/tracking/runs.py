@@ -229,3 +229,69 @@ def _quiet_mlflow_hints() -> Iterator[None]:
 def _requirements(*packages: str) -> list[str]:
     """Pinned to what is installed; MLflow would otherwise spend 20+ s inferring them."""
     return [f"{name}=={installed_version(name)}" for name in ("numpy", "pandas", *packages)]
+
+
+class RunLog:
+    """What a flow writes into the MLflow run it is recording: the calls it needs, no more."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def tags(self, tags: Mapping[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags(dict(tags))
+
+    def params(self, params: Mapping[str, str]) -> None:
+        import mlflow
+
+        mlflow.log_params(dict(params))
+
+    def metrics(self, metrics: Mapping[str, float]) -> None:
+        import mlflow
+
+        mlflow.log_metrics(dict(metrics))
+
+    def document(self, document: Mapping[str, Any], name: str) -> None:
+        import mlflow
+
+        mlflow.log_dict(dict(document), name)
+
+    def folder(self, folder: Path, artifact_path: str) -> None:
+        import mlflow
+
+        mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+
+
+@contextmanager
+def recorded_run(run_name: str, *, failed: bool = False) -> Iterator[RunLog]:
+    """A run of the active experiment, open while the block writes it.
+
+    It ends ``FINISHED``, or ``FAILED`` when FAILED is set (a failure put on record) or the
+    block raises; an unreachable tracking server raises ``RegistryUnavailable``.
+    """
+    import mlflow
+
+    from fraudops.tracking.registry import outage_named
+
+    with outage_named(mlflow.get_tracking_uri()):
+        run = mlflow.start_run(run_name=run_name)
+        status = "FAILED" if failed else "FINISHED"
+        try:
+            yield RunLog(run.info.run_id)
+        except BaseException:
+            status = "FAILED"
+            raise
+        finally:
+            mlflow.end_run(status=status)
+
+
+def download_run_artifact(run_id: str, artifact_path: str, folder: Path) -> Path:
+    """One artifact of run RUN_ID, downloaded into FOLDER; its local path."""
+    import mlflow
+
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=str(folder)
+        )
+    )
