@@ -5,6 +5,7 @@ MLflow server, and switches the real scoring API to shadow the new challenger.""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from pathlib import Path
 
 import httpx
@@ -63,12 +64,21 @@ def deployment_runs(name: str) -> list:
         )
 
 
-def finished_runs(name: str, count: int, earlier: frozenset = frozenset()) -> list | None:
-    """COUNT or more finished runs of NAME, leaving out EARLIER ones (other tests' runs of
-    the same deployment on the shared Prefect server); None while fewer."""
-    runs = [run for run in deployment_runs(name) if run.id not in earlier]
-    done = [run for run in runs if run.state is not None and run.state.is_final()]
-    return done if len(done) >= count else None
+def finished_runs(name: str, monitoring_run: str) -> list | None:
+    """The runs of NAME that the drift event of MONITORING_RUN started, once all have ended.
+
+    Other tests serve the same deployment on the shared Prefect server, and each serve may
+    leave its trigger behind, so one event can start more than one run: the lock and the
+    cool-down make the extra ones skip, and the test waits for every one of them.
+    """
+    runs = [
+        run
+        for run in deployment_runs(name)
+        if (run.parameters or {}).get("monitoring_run_id") == monitoring_run
+    ]
+    if runs and all(run.state is not None and run.state.is_final() for run in runs):
+        return runs
+    return None
 
 
 def trigger_ready(name: str) -> bool:
@@ -126,21 +136,21 @@ def test_a_drift_event_retrains_versions_data_and_shadows_once_per_cooldown(
 
         with served_flows(project, "retraining", tmp_path / "logs" / "flows.log"):
             wait_until(lambda: trigger_ready(RETRAIN), 120, "the retrain deployment's trigger")
-            earlier = frozenset(run.id for run in deployment_runs(RETRAIN))
-            emit_drift("monitoring-run-1")
-            [first] = wait_until(
-                lambda: finished_runs(RETRAIN, 1, earlier),
+            first_id, second_id = (f"monitoring-{uuid.uuid4().hex[:8]}" for _ in range(2))
+            emit_drift(first_id)
+            first = wait_until(
+                lambda: finished_runs(RETRAIN, first_id),
                 RUN_TIMEOUT_S,
                 "the triggered retraining",
             )
-            assert first.state.is_completed(), run_logs(first.id)
+            assert all(run.state.is_completed() for run in first), run_logs(first[0].id)
 
             challenger = version_by_alias(client, settings.model_name, CHALLENGER)
             champion = version_by_alias(client, settings.model_name, CHAMPION)
             assert (str(challenger.version), str(champion.version)) == ("2", "1")
             assert challenger.tags[TRIGGER_TAG] == "event"
             assert challenger.tags[SIGNAL_TAG] == "data_drift"
-            assert challenger.tags[MONITORING_RUN_TAG] == "monitoring-run-1"
+            assert challenger.tags[MONITORING_RUN_TAG] == first_id
             new_version = current_data_version(project)
             assert new_version != first_version and in_remote(project, new_version)
             run = MlflowClient().get_run(challenger.run_id)
@@ -152,14 +162,18 @@ def test_a_drift_event_retrains_versions_data_and_shadows_once_per_cooldown(
             loaded = {model["alias"]: model["version"] for model in routing["models"]}
             assert loaded[CHALLENGER] == "2"
 
-            emit_drift("monitoring-run-2")
+            emit_drift(second_id)
             second = wait_until(
-                lambda: finished_runs(RETRAIN, 2, earlier),
+                lambda: finished_runs(RETRAIN, second_id),
                 RUN_TIMEOUT_S,
                 "the second retraining run",
-            )[1]
-            assert second.state.is_completed()
-            wait_until(lambda: "cool-down" in run_logs(second.id), 30, "the skip in the logs")
+            )
+            assert all(run.state.is_completed() for run in second)
+            wait_until(
+                lambda: any("cool-down" in run_logs(run.id) for run in second),
+                30,
+                "the skip in the logs",
+            )
     assert str(version_by_alias(client, settings.model_name, CHALLENGER).version) == "2"
     assert current_data_version(project) == new_version
 
