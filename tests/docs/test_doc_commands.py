@@ -95,25 +95,25 @@ def batches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, PytestBatch]:
     }
 
 
-def _check(block: Block, batch: PytestBatch, tmp_path: Path) -> None:
+def _problems(block: Block, batch: PytestBatch, tmp_path: Path) -> list[str]:
+    """What went wrong with BLOCK: cited tests that did not run or failed, a failed script."""
+    problems = []
     targets = block.pytest_targets()
-    if targets:
-        outcomes = batch.outcomes()
-        for target in targets:
-            found = [
-                outcome
-                for node, runs in outcomes.items()
-                if target in (node, node.split("[", 1)[0]) or node.startswith(f"{target}::")
-                for outcome in runs
-            ]
-            assert found, (
-                f"{block.id}: {target} did not run"
-                + (" (a slow test: mark the block slow)" if batch.kind == "fast" else "")
-                + f"\n{batch.output}"
-            )
-            assert "failed" not in found, f"{block.id}: {target} failed\n{batch.output}"
-            if set(found) == {"skipped"}:
-                pytest.skip(f"{target} was skipped (a service it needs is missing)")
+    outcomes = batch.outcomes() if targets else {}
+    for target in targets:
+        found = [
+            outcome
+            for node, runs in outcomes.items()
+            if target in (node, node.split("[", 1)[0]) or node.startswith(f"{target}::")
+            for outcome in runs
+        ]
+        if not found:
+            hint = " (a slow test: mark the block slow)" if batch.kind == "fast" else ""
+            problems.append(f"{block.id}: {target} did not run{hint}\n{batch.output}")
+        elif "failed" in found:
+            problems.append(f"{block.id}: {target} failed\n{batch.output}")
+        elif set(found) == {"skipped"}:
+            pytest.skip(f"{target} was skipped (a service it needs is missing)")
     script = block.script().strip()
     if script:
         done = subprocess.run(
@@ -125,10 +125,12 @@ def _check(block: Block, batch: PytestBatch, tmp_path: Path) -> None:
             timeout=SCRIPT_TIMEOUT_S[batch.kind],
             check=False,
         )
-        assert done.returncode == 0, (
-            f"{block.id} exited {done.returncode}:\n{script}\n--- stdout\n{done.stdout[-4000:]}"
-            f"\n--- stderr\n{done.stderr[-4000:]}"
-        )
+        if done.returncode != 0:
+            problems.append(
+                f"{block.id} exited {done.returncode}:\n{script}\n--- stdout\n"
+                f"{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-4000:]}"
+            )
+    return problems
 
 
 def test_the_pages_have_commands_of_each_kind() -> None:
@@ -137,9 +139,9 @@ def test_the_pages_have_commands_of_each_kind() -> None:
 
 @pytest.mark.parametrize("block", _params("fast"))
 def test_fast_command(block: Block, batches: dict[str, PytestBatch], tmp_path: Path) -> None:
-    _check(block, batches["fast"], tmp_path)
+    assert _problems(block, batches["fast"], tmp_path) == []
 
 
 @pytest.mark.parametrize("block", _params("slow"))
 def test_slow_command(block: Block, batches: dict[str, PytestBatch], tmp_path: Path) -> None:
-    _check(block, batches["slow"], tmp_path)
+    assert _problems(block, batches["slow"], tmp_path) == []
