@@ -104,7 +104,7 @@ def _time_hops(raw: Any, feature_params: Any, model: Any, store: Any, writer: An
     )
     from fraudops.experiments.routing import Router, RoutingConfig, ShadowPolicy
     from fraudops.features.online_store import Transaction as StoreTransaction
-    from fraudops.logs.prediction_log import PredictionRecord
+    from fraudops.logs.records import PredictionRecord
     from serving.schemas import Transaction
 
     day = pl.col(TX_DATETIME).dt.date()
@@ -242,7 +242,8 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     from fraudops.features.online_store import open_online_store
-    from fraudops.logs.prediction_log import PredictionLogWriter, open_prediction_log
+    from fraudops.logs.database import open_prediction_log
+    from fraudops.logs.writer import PredictionLogWriter
 
     results: dict[str, Any] = {"transactions": args.transactions}
     with tempfile.TemporaryDirectory(prefix="fraudops-hops-") as tmp:

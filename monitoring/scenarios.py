@@ -29,7 +29,7 @@ from fraudops.data.simulate import simulate
 from fraudops.data.split import final_split
 from fraudops.features.definitions import build_features, feature_columns
 from fraudops.health.decision import LABEL
-from fraudops.logs.prediction_log import predictions
+from fraudops.logs.tables import predictions
 from fraudops.modeling.candidates import Candidate, Selection, fit, fraud_scores
 from fraudops.modeling.evaluation import choose_threshold
 from fraudops.modeling.steps import DataSource, TrainingResult, evaluate_on_test, reference_sample

@@ -250,9 +250,12 @@ class EvidentlyUI(ServerProcess):
         log_dir: Path,
         port: int | None = None,
         startup_timeout: float = 180.0,
+        host: str = HOST,
     ) -> None:
         super().__init__(log_dir, port, startup_timeout)
         self.workspace = Path(workspace).resolve()
+        # Where it listens; it is probed on 127.0.0.1, which 0.0.0.0 (a container) covers.
+        self.host = host
 
     def command(self) -> list[str]:
         return [
@@ -261,7 +264,7 @@ class EvidentlyUI(ServerProcess):
             "--workspace",
             str(self.workspace),
             "--host",
-            HOST,
+            self.host,
             "--port",
             str(self.port),
         ]

@@ -30,10 +30,10 @@ from prefect.cache_policies import NO_CACHE
 
 from fraudops.config import Params, get_settings, load_params
 from fraudops.data.schema import TX_DATETIME
-from fraudops.experiments.abtest import ReportWindow
+from fraudops.experiments.report_parts import ReportWindow
 from fraudops.features.definitions import feature_columns
 from fraudops.health.decision import DriftDecision
-from fraudops.logs.prediction_log import open_prediction_log
+from fraudops.logs.database import open_prediction_log
 from fraudops.tracking.registry import CHAMPION, MlflowClient, outage_named, version_by_alias
 from fraudops.tracking.runs import RUN_TYPE_TAG, THRESHOLD_TAG, download_run_artifact, recorded_run
 from monitoring.analysis import MonitoringError, MonitoringResult, analyse_window, check_estimate

@@ -54,7 +54,7 @@ from fraudops.data.validation import validate_raw
 from fraudops.data.versioning import VersioningError, record_data_version
 from fraudops.experiments.routing import RoutingConfig, ShadowPolicy
 from fraudops.local.traffic import journal_dir, matured_batch
-from fraudops.logs.prediction_log import open_prediction_log
+from fraudops.logs.database import open_prediction_log
 from fraudops.tracking.registry import CHALLENGER, CHAMPION
 from pipelines.training import (
     DATA_DVC_FILE,

@@ -45,7 +45,7 @@ from fraudops.features.online_store import (
     TransactionConflict,
 )
 from fraudops.features.online_store import Transaction as StoreTransaction
-from fraudops.logs.prediction_log import LabelRecord, PredictionRecord
+from fraudops.logs.records import LabelRecord, PredictionRecord
 from serving.metrics import ServingMetrics
 from serving.models import BIAS, LoadedModel, ModelLoadError
 from serving.runtime import LogUnavailable, RoutingPlan, Runtime, Snapshot, source

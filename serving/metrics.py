@@ -26,7 +26,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from fraudops.logs.prediction_log import WriterStats
+from fraudops.logs.records import WriterStats
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

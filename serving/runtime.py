@@ -39,13 +39,9 @@ from fraudops.experiments.routing import (
     save_routing,
 )
 from fraudops.features.online_store import OnlineStore, OnlineStoreUnavailable, open_online_store
-from fraudops.logs.prediction_log import (
-    LabelRecord,
-    LogBackpressureError,
-    PredictionLogClosedError,
-    PredictionLogWriter,
-    PredictionRecord,
-)
+from fraudops.logs.errors import LogBackpressureError, PredictionLogClosedError
+from fraudops.logs.records import LabelRecord, PredictionRecord
+from fraudops.logs.writer import PredictionLogWriter
 from fraudops.tracking.registry import CHALLENGER
 from serving.metrics import ServingMetrics
 from serving.models import LoadedModel, ModelSet, ModelSnapshot

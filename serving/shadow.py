@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from fraudops.logs.prediction_log import PredictionLogWriter, PredictionRecord
+from fraudops.logs.records import PredictionRecord
+from fraudops.logs.writer import PredictionLogWriter
 from serving.metrics import ServingMetrics
 from serving.models import LoadedModel
 

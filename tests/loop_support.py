@@ -33,7 +33,8 @@ from fraudops.features.definitions import build_features, feature_columns
 from fraudops.features.online_store import open_online_store
 from fraudops.local.traffic import ReplayConfig, ReplayStats, following_days, journal_dir, next_day
 from fraudops.local.traffic import replay as replay_traffic
-from fraudops.logs.prediction_log import LabelRecord, PredictionLogWriter, PredictionRecord
+from fraudops.logs.records import LabelRecord, PredictionRecord
+from fraudops.logs.writer import PredictionLogWriter
 from fraudops.modeling.steps import score_frame
 from fraudops.tracking.logged_models import load_registered_model
 from fraudops.tracking.registry import CHAMPION, configure_mlflow, version_by_alias

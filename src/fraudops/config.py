@@ -112,6 +112,18 @@ class Settings(BaseSettings):
         description="After a retraining starts, later automatic triggers are skipped "
         "(a retraining asked for by hand is not).",
     )
+    flows_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="`fraudops serve-flows` serves the model-level Prometheus series "
+        "(monitoring.exporter) on this port; 0: not served.",
+    )
+    flows_metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the model series listen on; a container sets 0.0.0.0 so "
+        "Prometheus on its network can scrape them.",
+    )
 
     @property
     def raw_dir(self) -> Path:
@@ -253,7 +265,7 @@ class PromoteParams(_Section):
 
 
 #: The A/B metrics with a closed-form sample size: ratios of counts
-#: (see fraudops.experiments.abtest).
+#: (see fraudops.experiments.ab_report).
 ProportionMetric = Literal["precision", "recall", "fraud_caught_per_1000"]
 
 

@@ -35,7 +35,8 @@ from loop_support import (
 from docs.markdown import DOCS, Block, blocks, checked
 from fraudops.config import Settings, get_settings
 from fraudops.data.schema import TRANSACTION_ID, TX_FRAUD
-from fraudops.logs.prediction_log import open_prediction_log, read_predictions
+from fraudops.logs.database import open_prediction_log
+from fraudops.logs.readers import read_predictions
 from fraudops.tracking.registry import CHALLENGER, CHAMPION, configure_mlflow, version_by_alias
 from pipelines.retraining import REASON_TAG, REQUESTED_BY_TAG
 from pipelines.training import training_flow

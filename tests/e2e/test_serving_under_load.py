@@ -27,7 +27,8 @@ from serving_support import (
     unique_model_name,
 )
 
-from fraudops.logs.prediction_log import open_prediction_log, read_predictions
+from fraudops.logs.database import open_prediction_log
+from fraudops.logs.readers import read_predictions
 from fraudops.tracking.registry import promote
 from serving.server import ServingProcess
 

@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 from sklearn.dummy import DummyClassifier
 
 from fraudops.config import get_settings, load_params
-from fraudops.experiments.abtest import ReportWindow
+from fraudops.experiments.report_parts import ReportWindow
 from fraudops.features.definitions import feature_columns
 from fraudops.local.traffic import next_day
 from fraudops.tracking.registry import configure_mlflow, register

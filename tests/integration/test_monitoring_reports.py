@@ -19,13 +19,10 @@ from fraudops.config import Params
 from fraudops.data.schema import TRANSACTION_ID, TX_DATETIME
 from fraudops.features.definitions import TX_DURING_WEEKEND, feature_columns
 from fraudops.health.decision import LABEL, clean, labelled, quality_metrics, window_frame
-from fraudops.logs.prediction_log import (
-    LabelRecord,
-    PredictionLogWriter,
-    PredictionRecord,
-    open_prediction_log,
-    read_predictions,
-)
+from fraudops.logs.database import open_prediction_log
+from fraudops.logs.readers import read_predictions
+from fraudops.logs.records import LabelRecord, PredictionRecord
+from fraudops.logs.writer import PredictionLogWriter
 from fraudops.modeling.steps import PERIOD, SCORE
 from monitoring.analysis import MonitoringError, MonitoringResult, analyse_window, check_estimate
 from monitoring.reports import DECISION_FILE, load_decision, write_reports

@@ -20,19 +20,16 @@ from sqlalchemy import Engine, func, select, text
 from fraudops.config import get_settings
 from fraudops.hashing import SaltedHasher
 from fraudops.local.servers import create_postgres_database, drop_postgres_database
-from fraudops.logs.prediction_log import (
-    WRITER_NICENESS,
-    LabelRecord,
+from fraudops.logs.database import open_prediction_log
+from fraudops.logs.errors import (
     LogBackpressureError,
     PredictionLogClosedError,
     PredictionLogUnavailableError,
-    PredictionLogWriter,
-    PredictionRecord,
-    labels,
-    open_prediction_log,
-    predictions,
-    read_predictions,
 )
+from fraudops.logs.readers import read_predictions
+from fraudops.logs.records import LabelRecord, PredictionRecord
+from fraudops.logs.tables import labels, predictions
+from fraudops.logs.writer import WRITER_NICENESS, PredictionLogWriter
 
 SALT = "test-salt"
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

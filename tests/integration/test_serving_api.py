@@ -41,7 +41,8 @@ from fraudops.features.definitions import (
     terminal_risk_column,
 )
 from fraudops.hashing import SaltedHasher
-from fraudops.logs.prediction_log import open_prediction_log, read_predictions
+from fraudops.logs.database import open_prediction_log
+from fraudops.logs.readers import read_predictions
 from serving.schemas import MAX_BATCH_SIZE, TOP_CONTRIBUTIONS, Score
 from serving.server import ServingProcess
 

@@ -32,7 +32,8 @@ from serving_support import (
 )
 
 from fraudops.experiments.routing import RoutingConfig
-from fraudops.logs.prediction_log import open_prediction_log, read_predictions
+from fraudops.logs.database import open_prediction_log
+from fraudops.logs.readers import read_predictions
 from serving.schemas import ModelsView
 from serving.server import ServingProcess
 

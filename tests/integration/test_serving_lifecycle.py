@@ -23,7 +23,8 @@ from serving_support import (
 )
 
 from fraudops.local.servers import create_postgres_database, drop_postgres_database, free_port
-from fraudops.logs.prediction_log import open_prediction_log, read_predictions
+from fraudops.logs.database import open_prediction_log
+from fraudops.logs.readers import read_predictions
 
 
 @pytest.fixture(scope="session")

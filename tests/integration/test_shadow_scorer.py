@@ -9,12 +9,10 @@ from pathlib import Path
 import numpy as np
 import xgboost as xgb
 
-from fraudops.logs.prediction_log import (
-    PredictionLogWriter,
-    PredictionRecord,
-    open_prediction_log,
-    read_predictions,
-)
+from fraudops.logs.database import open_prediction_log
+from fraudops.logs.readers import read_predictions
+from fraudops.logs.records import PredictionRecord
+from fraudops.logs.writer import PredictionLogWriter
 from serving.metrics import ServingMetrics
 from serving.models import LoadedModel
 from serving.shadow import MAX_BATCH, ShadowJob, ShadowScorer

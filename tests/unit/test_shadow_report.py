@@ -14,12 +14,9 @@ from typer.testing import CliRunner
 from fraudops.cli import app
 from fraudops.config import ABParams, TrainParams, get_settings
 from fraudops.experiments.shadow_report import ShadowReport, analyse_shadow, shadow_check
-from fraudops.logs.prediction_log import (
-    LabelRecord,
-    PredictionLogWriter,
-    PredictionRecord,
-    open_prediction_log,
-)
+from fraudops.logs.database import open_prediction_log
+from fraudops.logs.records import LabelRecord, PredictionRecord
+from fraudops.logs.writer import PredictionLogWriter
 
 SMALL = ABParams(min_sample=5, min_frauds=2)
 COSTS = TrainParams(cost_missed_fraud=100.0, cost_false_alarm=5.0)

@@ -20,12 +20,9 @@ from fraudops.data.schema import (
 )
 from fraudops.data.simulate import simulate
 from fraudops.local.traffic import following_days, matured_batch, next_day, stored_days
-from fraudops.logs.prediction_log import (
-    LabelRecord,
-    PredictionLogWriter,
-    PredictionRecord,
-    open_prediction_log,
-)
+from fraudops.logs.database import open_prediction_log
+from fraudops.logs.records import LabelRecord, PredictionRecord
+from fraudops.logs.writer import PredictionLogWriter
 
 POPULATION = SimulateParams(customers=60, terminals=120, days=4, seed=1)
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from rich.table import Table
     from sqlalchemy import Engine
 
-    from fraudops.experiments.abtest import ReportWindow
+    from fraudops.experiments.report_parts import ReportWindow
 
 
 from fraudops.cli.base import ByTransactionTime, LabelsBy, Last, Since, Until, app, console, fail
@@ -65,19 +65,27 @@ def report_ab(
     treatment: Annotated[
         str | None, typer.Option(help="Treatment arm (default: params.yaml).")
     ] = None,
+    min_detectable_lift: Annotated[
+        float | None,
+        typer.Option(help="Relative lift the test is sized to detect (default: params.yaml)."),
+    ] = None,
     json_out: JsonOut = None,
 ) -> None:
     """Per-arm metrics with intervals, tests, the sample needed, and a recommendation."""
     from pydantic import ValidationError
 
-    from fraudops.experiments.abtest import ab_table, analyse_ab
+    from fraudops.cli.ab_table import ab_table
+    from fraudops.experiments.ab_report import analyse_ab
 
     params = load_params()
-    arms = {"control_arm": control, "treatment_arm": treatment}
+    given = {
+        "control_arm": control,
+        "treatment_arm": treatment,
+        "min_detectable_lift": min_detectable_lift,
+    }
+    overrides = {key: value for key, value in given.items() if value is not None}
     try:
-        ab = ABParams.model_validate(
-            params.ab.model_dump() | {key: value for key, value in arms.items() if value}
-        )
+        ab = ABParams.model_validate(params.ab.model_dump() | overrides)
     except ValidationError as exc:
         raise fail("; ".join(error["msg"] for error in exc.errors())) from exc
     window = _report_window(since, until, last, by_transaction_time, labels_by)
@@ -94,7 +102,7 @@ def _report_window(
     labels_by: dt.datetime | None,
 ) -> ReportWindow:
     """The window as given; labels as known now unless LABELS_BY, so a rerun is repeatable."""
-    from fraudops.experiments.abtest import ReportWindow
+    from fraudops.experiments.report_parts import ReportWindow
 
     return ReportWindow(
         start=since,
@@ -106,7 +114,8 @@ def _report_window(
 
 
 def _read_prediction_log(read: Callable[[Engine], pd.DataFrame]) -> pd.DataFrame:
-    from fraudops.logs.prediction_log import PredictionLogUnavailableError, open_prediction_log
+    from fraudops.logs.database import open_prediction_log
+    from fraudops.logs.errors import PredictionLogUnavailableError
 
     try:
         engine = open_prediction_log(get_settings().log_url)

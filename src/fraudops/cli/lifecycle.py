@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -19,6 +19,13 @@ from fraudops.cli.base import (
     use_prefect,
 )
 from fraudops.config import get_settings, load_params
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from fraudops.experiments.promotion_gate import Check
+
+Report = TypeVar("Report", bound="BaseModel")
 
 
 @app.command()
@@ -39,16 +46,15 @@ def train(
 
     With --out: select and fit from a feature file into a folder, without Prefect or MLflow.
     """
-    from fraudops.data.validation import BatchRejected
-    from fraudops.data.versioning import VersioningError
-    from fraudops.tracking.registry import RegistryError
-
     if out is not None:
         if rev is not None:
             raise fail("--rev reads raw data through the flow; it cannot go with --out")
         _train_to_folder(features, out)
         return
     use_prefect()
+    from fraudops.data.validation import BatchRejected
+    from fraudops.data.versioning import VersioningError
+    from fraudops.tracking.registry import RegistryError
     from pipelines.training import training_flow
 
     try:
@@ -127,8 +133,20 @@ def promote(
         bool, typer.Option(help="Make --version champion without the holdout gate.")
     ] = False,
     reason: Annotated[str, typer.Option(help="Why, for a forced promotion.")] = "manual",
+    ab_report: Annotated[
+        Path | None,
+        typer.Option(help="A/B result (`fraudops report ab --json`) to weigh as live evidence."),
+    ] = None,
+    shadow_report: Annotated[
+        Path | None,
+        typer.Option(help="Shadow result (`fraudops report shadow --json`) to weigh as well."),
+    ] = None,
 ) -> None:
-    """Compare the challenger with the champion on the holdout; promote it if not worse."""
+    """Compare the challenger with the champion on the holdout; promote it if not worse.
+
+    With --ab-report / --shadow-report, each report that reached a verdict is one more check
+    the challenger must pass; the decision and every check land on its MLflow version.
+    """
     from fraudops.data.validation import BatchRejected
     from fraudops.tracking.registry import MlflowException, RegistryError
 
@@ -136,6 +154,8 @@ def promote(
 
     if force and version is None:
         raise fail("--force needs --version")
+    if force and (ab_report or shadow_report):
+        raise fail("--force skips the gate, so it weighs no report")
     try:
         if force:
             _force_promote(version, reason)
@@ -143,12 +163,79 @@ def promote(
         use_prefect()
         from pipelines.promotion import promotion_flow
 
-        outcome = promotion_flow(challenger_version=version)
+        evidence = _live_evidence(ab_report, shadow_report, version)
+        outcome = promotion_flow(challenger_version=version, evidence=evidence)
     except expected as exc:
         raise fail(str(exc)) from exc
     colour = {"promoted": "green", "rejected": "yellow"}.get(outcome.outcome, "blue")
     console.print(f"[{colour}]{outcome.outcome}[/] version {outcome.challenger}: {outcome.reason}")
     console.print(f"champion is version {outcome.champion}")
+
+
+def _live_evidence(
+    ab_path: Path | None, shadow_path: Path | None, version: str | None
+) -> list[Check]:
+    """The reports as gate checks, each refused unless it judged the version being judged.
+
+    A report still short of data is no evidence either way: it adds no check, and says so.
+    """
+    from fraudops.experiments.ab_report import ABResult, ab_check
+    from fraudops.experiments.shadow_report import ShadowReport, shadow_check
+
+    if ab_path is None and shadow_path is None:
+        return []
+    judged = version or _challenger_version()
+    checks: list[Check | None] = []
+    if ab_path is not None:
+        ab = _read_report(ABResult, ab_path)
+        treated = ab.arms[1].model_versions  # arms: control, then treatment
+        if treated != [judged]:
+            raise fail(
+                f"{ab_path}: the {ab.treatment_arm!r} arm was served by versions "
+                f"{', '.join(treated) or 'none'}, not by version {judged} alone"
+            )
+        checks.append(_shown(ab_check(ab), ab_path, ab.reason))
+    if shadow_path is not None:
+        shadow = _read_report(ShadowReport, shadow_path)
+        if f" v{judged} (" not in (shadow.shadow_model or ""):
+            raise fail(f"{shadow_path}: the shadow was {shadow.shadow_model}, not version {judged}")
+        checks.append(_shown(shadow_check(shadow), shadow_path, shadow.reason))
+    return [check for check in checks if check is not None]
+
+
+def _challenger_version() -> str:
+    from fraudops.tracking.registry import CHALLENGER, configure_mlflow, version_by_alias
+
+    settings = get_settings()
+    found = version_by_alias(configure_mlflow(settings), settings.model_name, CHALLENGER)
+    if found is None:
+        raise fail(f"{settings.model_name!r} has no {CHALLENGER} version: train a model first")
+    return str(found.version)
+
+
+def _read_report(kind: type[Report], path: Path) -> Report:
+    """A report written with --json; a missing, unreadable or foreign file fails plainly."""
+    from pydantic import ValidationError
+
+    try:
+        return kind.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "the document"
+        raise fail(
+            f"{path} is not a {kind.__name__} written by --json: {where}: {first['msg']}"
+        ) from exc
+
+
+def _shown(check: Check | None, path: Path, reason: str) -> Check | None:
+    if check is None:
+        console.print(f"[yellow]no verdict yet[/] in {path} ({reason}): not weighed")
+    else:
+        outcome = "[green]passes[/]" if check.passed else "[red]fails[/]"
+        console.print(f"evidence {check.name}: {outcome}: {check.detail}")
+    return check
 
 
 def _force_promote(version: str, reason: str) -> None:

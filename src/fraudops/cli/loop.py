@@ -240,13 +240,29 @@ def serve_flows(
 ) -> None:
     """Serve the scheduled monitoring and the drift-triggered retraining until stopped.
 
-    Event triggers need a real Prefect server: set FRAUDOPS_PREFECT_API_URL.
+    Event triggers need a real Prefect server: set FRAUDOPS_PREFECT_API_URL. With
+    FRAUDOPS_FLOWS_METRICS_PORT set, the model-level Prometheus series are served too.
     """
-    if not get_settings().prefect_api_url and not os.environ.get("PREFECT_API_URL"):
+    settings = get_settings()
+    if not settings.prefect_api_url and not os.environ.get("PREFECT_API_URL"):
         raise fail("event triggers need a Prefect server: set FRAUDOPS_PREFECT_API_URL")
     use_prefect()
     from pipelines.deployments import serve_flows as serve_deployments
 
+    if settings.flows_metrics_port:
+        from monitoring.exporter import start_exporter
+
+        try:
+            start_exporter(settings, settings.flows_metrics_port, settings.flows_metrics_host)
+        except OSError as exc:
+            raise fail(
+                f"model metrics cannot listen on {settings.flows_metrics_host}:"
+                f"{settings.flows_metrics_port}: {exc}"
+            ) from exc
+        console.print(
+            f"model metrics on http://{settings.flows_metrics_host}:"
+            f"{settings.flows_metrics_port}/metrics"
+        )
     serve_deployments(interval, window)
 
 

@@ -29,7 +29,10 @@ def dashboards(
     workspace: Annotated[
         Path | None, typer.Option(help="Evidently workspace folder (default from settings).")
     ] = None,
-    port: Annotated[int, typer.Option(help="TCP port of the UI on 127.0.0.1.")] = 8085,
+    port: Annotated[int, typer.Option(help="TCP port of the UI.")] = 8085,
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on (0.0.0.0 in a container).")
+    ] = "127.0.0.1",
 ) -> None:
     """Create the monitoring dashboards if needed, then serve the Evidently UI until stopped."""
     import signal
@@ -46,7 +49,7 @@ def dashboards(
     # SIGTERM must unwind like Ctrl-C, or the UI's process group outlives this command.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        with EvidentlyUI(path, log_dir=settings.home / "logs", port=port) as ui:
+        with EvidentlyUI(path, log_dir=settings.home / "logs", port=port, host=host) as ui:
             typer.echo(f"dashboard: {ui.project_url(project)}")
             console.print("serving the Evidently UI; Ctrl-C stops it")
             while True:

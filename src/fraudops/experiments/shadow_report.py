@@ -21,14 +21,14 @@ from sqlalchemy import Engine
 from statsmodels.stats.proportion import proportion_confint
 
 from fraudops.config import ABParams, TrainParams
-from fraudops.experiments.abtest import (
+from fraudops.experiments.promotion_gate import Check
+from fraudops.experiments.report_parts import (
     MetricEstimate,
     ReportModel,
     ReportWindow,
     format_estimate,
     format_number,
 )
-from fraudops.experiments.promotion_gate import Check
 from fraudops.modeling.evaluation import confusion_at, expected_cost
 
 Side = Literal["served", "shadow"]

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fraudops.config import MonitorParams, Params
 from fraudops.data.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD
-from fraudops.logs.prediction_log import labels, predictions
+from fraudops.logs.tables import labels, predictions
 from fraudops.modeling.evaluation import evaluate
 from fraudops.modeling.steps import PERIOD, SCORE
 

@@ -151,10 +151,9 @@ def run_loop(options: DemoOptions) -> Worktree:
 
     Each step is the same ``fraudops`` command a user would type, run as a child process in
     the worktree against a local Prefect server and the served flows, so the demo shows
-    nothing the commands cannot do on their own.
+    nothing the commands cannot do on their own. With ``keep_running`` the services stay
+    up after the summary until Ctrl-C or SIGTERM.
     """
-    from fraudops.local.servers import PrefectServer
-
     settings = get_settings()
     checkout = checkout_root(Path.cwd())
     base = _git(checkout, "rev-parse", "HEAD")
@@ -171,106 +170,306 @@ def run_loop(options: DemoOptions) -> Worktree:
         )
     tree = make_worktree(checkout, checkout / settings.home / "demo", base=base)
     console.print(f"demo worktree: {tree.root} (branch {tree.branch} at {base[:12]})", **_VERBATIM)
-
-    bin_dir = Path(sys.executable).parent
-    url = f"http://127.0.0.1:{options.port}"
     key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else "demo-key"
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "FRAUDOPS_HOME": str(tree.home),
-        "FRAUDOPS_ADMIN_API_KEY": key,
-        "FRAUDOPS_SERVING_URL": url,
-    }
-    pace = ("--seconds-per-day", str(options.seconds_per_day))
-
-    def run(*args: str) -> None:
-        console.rule(" ".join(args))
-        if subprocess.run(list(args), cwd=tree.root, env=env, check=False).returncode != 0:
-            raise DemoError(f"`{' '.join(args)}` failed; see its output above")
-
-    run("fraudops", "generate", "--overwrite")
-    run("dvc", "repro")
-    commit_data_version(
-        tree,
-        f"demo: data version {data_version(tree.root / 'data.dvc')} and its pipeline run",
-        "data.dvc",
-        "dvc.lock",
-    )
-    logs = tree.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with PrefectServer(tree.home / "prefect", log_dir=logs) as prefect:
-        env["PREFECT_API_URL"] = prefect.api_url
-        console.print(f"Prefect UI: {prefect.url}")
-        children = [
-            subprocess.Popen(
-                [sys.executable, "-m", "pipelines.deployments", "--only", "retraining"],
-                cwd=tree.root,
-                env=env,
-                stdout=(logs / "deployments.log").open("w"),
-                stderr=subprocess.STDOUT,
-            )
-        ]
-        try:
-            run("fraudops", "train")
-            run("fraudops", "backfill")
-            children.append(
-                subprocess.Popen(
-                    ["fraudops", "serve", "--port", str(options.port), "--log-level", "warning"],
-                    cwd=tree.root,
-                    env=env,
-                )
-            )
-            wait_ready(url)
-            # Monitoring runs once, after the last drifted day: by then the first day's labels
-            # (posted once the label delay has passed) are in, so the retraining the drift
-            # event starts has a matured day of traffic to learn from.
-            run(
-                "fraudops",
-                "simulate-traffic",
-                "--days",
-                str(options.drift_days),
-                "--scenario",
-                "amount_shift",
-                "--monitor-every",
-                str(options.drift_days),
-                *pace,
-            )
-            console.print(f"challenger version {wait_for_shadow(url)} is in shadow")
-            commit_data_version(
-                tree,
-                f"demo: data version {data_version(tree.root / 'data.dvc')}, with the matured "
-                "drift traffic retraining learnt from",
-                "data.dvc",
-            )
-            route_ab_with_shadow(url, key)
-            run("fraudops", "simulate-traffic", "--days", "1", "--no-drain-labels", *pace)
-            run("fraudops", "report", "shadow")
-            run("fraudops", "report", "ab")
-        finally:
-            for child in children:
-                child.terminate()
-                child.wait(timeout=60)
-    console.rule("done")
-    show_where(tree)
+    _Demo(tree, options, key).run()
     return tree
 
 
-def show_where(tree: Worktree) -> None:
-    """Where the demo's data versions and state are, and the commands that open them."""
-    demo_settings = Settings(home=tree.home)
-    log = _git(tree.root, "log", "--oneline", f"{tree.base}..{tree.branch}")
-    console.print(
-        f"The demo ran in {tree.root}, a git worktree on branch {tree.branch}; "
-        f"{tree.checkout} is as it was.\n"
-        f"Data versions, committed on {tree.branch}:\n"
-        + "".join(f"  {line}\n" for line in log.splitlines())
-        + f"State (MLflow, Prefect, prediction log, live routing, logs): {tree.home}\n"
-        f"Dashboards: cd {tree.root} && fraudops dashboards, then open http://127.0.0.1:8085\n"
-        f"MLflow UI:  mlflow ui --backend-store-uri {demo_settings.tracking_uri}\n"
-        f"Remove it:  git worktree remove --force {tree.root} && git branch -D {tree.branch}",
-        **_VERBATIM,
+class _Demo:
+    """One run of the story in TREE: its child processes, its environment, what it saw."""
+
+    def __init__(self, tree: Worktree, options: DemoOptions, key: str) -> None:
+        self.tree = tree
+        self.options = options
+        self.key = key
+        self.url = f"http://127.0.0.1:{options.port}"
+        self.settings = worktree_settings(tree)
+        self.logs = tree.home / "logs"
+        self.reports = tree.home / "reports"
+        bin_dir = Path(sys.executable).parent
+        self.env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "FRAUDOPS_HOME": str(tree.home),
+            "FRAUDOPS_ADMIN_API_KEY": key,
+            "FRAUDOPS_SERVING_URL": self.url,
+            # The served flows look for triggered runs every second, not every 10 s.
+            "PREFECT_RUNNER_POLL_FREQUENCY": os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY", "1"),
+        }
+        self.pace = ("--seconds-per-day", str(options.seconds_per_day))
+        self.story = Story()
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def run(self) -> None:
+        from fraudops.local.servers import PrefectServer
+
+        self.prepare_data()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.reports.mkdir(parents=True, exist_ok=True)
+        prefect = PrefectServer(self.tree.home / "prefect", log_dir=self.logs)
+        with prefect:
+            self.env["PREFECT_API_URL"] = prefect.api_url
+            console.print(f"Prefect UI: {prefect.url}")
+            self.story.urls["Prefect UI (flow runs, the drift automation)"] = prefect.url
+            try:
+                self.start(
+                    [sys.executable, "-m", "pipelines.deployments", "--only", "retraining"],
+                    "deployments",
+                )
+                self.train_and_serve()
+                challenger = self.drift_and_retrain()
+                since = self.ab_test()
+                self.decide(challenger, since)
+                self.tell()
+                if self.options.keep_running:
+                    self.stay_up()
+            finally:
+                for child in reversed(self.children):
+                    stop(child)
+        if not self.options.keep_running:
+            show_where(self.tree)
+
+    # --- the stages ------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        self.run_command("fraudops", "generate", "--overwrite")
+        self.run_command("dvc", "repro")
+        version = data_version(self.tree.root / "data.dvc")
+        commit = commit_data_version(
+            self.tree, f"demo: data version {version} and its pipeline run", "data.dvc", "dvc.lock"
+        )
+        self.story.add(
+            "data",
+            [f"generated and versioned: {version} (commit {commit} on {self.tree.branch})"],
+            data_version=version,
+            commit=commit,
+        )
+
+    def train_and_serve(self) -> None:
+        from fraudops.tracking.registry import CHAMPION, configure_mlflow, version_by_alias
+
+        self.run_command("fraudops", "train")
+        self.run_command("fraudops", "backfill")
+        self.start(
+            ["fraudops", "serve", "--port", str(self.options.port), "--log-level", "warning"],
+            "serve",
+        )
+        wait_ready(self.url)
+        self.story.urls["scoring API (OpenAPI page)"] = f"{self.url}/docs"
+        client = configure_mlflow(self.settings)
+        champion = version_by_alias(client, self.settings.model_name, CHAMPION)
+        if champion is None:
+            raise DemoError("training registered no champion; see its output above")
+        facts = training_facts(client, self.settings, str(champion.version))
+        self.story.add(
+            "champion",
+            [
+                f"version {facts['version']} trained on {facts['data_version']}: test average "
+                f"precision {number(facts['average_precision'])}, ROC AUC "
+                f"{number(facts['roc_auc'])}; served at {self.url}"
+            ],
+            **facts,
+        )
+
+    def drift_and_retrain(self) -> str:
+        """Drifted traffic until monitoring sees it; the challenger its retraining shadows."""
+        days = self.options.drift_days
+        # Monitoring runs once, after the last drifted day: by then the first day's labels
+        # (posted once the label delay has passed) are in, so the retraining the drift
+        # event starts has a matured day of traffic to learn from.
+        self.run_command(
+            "fraudops",
+            "simulate-traffic",
+            "--days",
+            str(days),
+            "--scenario",
+            "amount_shift",
+            "--monitor-every",
+            str(days),
+            *self.pace,
+        )
+        drift = drift_facts(self.settings.monitoring_reports_dir)
+        self.story.add(
+            "drift",
+            [
+                f"{days} days of amount_shift traffic; monitoring window {drift.get('window')}: "
+                f"{drift['signal']}, drifted feature share {share(drift.get('drifted_share'))}",
+                *drift.get("reasons", []),
+            ],
+            days=days,
+            **drift,
+        )
+        challenger = wait_for_shadow(self.url)
+        console.print(f"challenger version {challenger} is in shadow")
+        version = data_version(self.tree.root / "data.dvc")
+        commit = commit_data_version(
+            self.tree,
+            f"demo: data version {version}, with the matured drift traffic retraining learnt "
+            "from",
+            "data.dvc",
+        )
+        from fraudops.tracking.registry import configure_mlflow
+
+        facts = training_facts(configure_mlflow(self.settings), self.settings, challenger)
+        self.story.add(
+            "retraining",
+            [
+                f"the drift event retrained: challenger version {challenger} on {version} "
+                f"(commit {commit}), test average precision "
+                f"{number(facts['average_precision'])}; in shadow"
+            ],
+            commit=commit,
+            **facts,
+        )
+        return challenger
+
+    def ab_test(self) -> str:
+        """A/B with the challenger shadowing the rest, labels drained; the window's start."""
+        since = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+        share_of_challenger = route_ab_with_shadow(self.url, self.key, self.options.ab_share)
+        days = self.options.ab_days
+        self.run_command("fraudops", "simulate-traffic", "--days", str(days), *self.pace)
+        self.story.add(
+            "A/B traffic",
+            [
+                f"{days} days, challenger arm {share_of_challenger}% of customers and shadowing "
+                f"the rest; every label posted {self.label_delay} simulated days after its "
+                "transaction"
+            ],
+            days=days,
+            challenger_share=share_of_challenger,
+        )
+        return since.isoformat()
+
+    def decide(self, challenger: str, since: str) -> None:
+        """The shadow and A/B reports on the A/B window, then the gate weighing them."""
+        shadow_json, ab_json = self.reports / "shadow.json", self.reports / "ab.json"
+        window = ("--since", since)
+        self.run_command("fraudops", "report", "shadow", *window, "--json", str(shadow_json))
+        lift = str(self.options.ab_lift)
+        self.run_command(
+            "fraudops", "report", "ab", *window, "--min-detectable-lift", lift,
+            "--json", str(ab_json),
+        )  # fmt: skip
+        shadow = shadow_facts(shadow_json)
+        self.story.add("shadow report", shadow_lines(shadow), **shadow)
+        ab = ab_facts(ab_json)
+        self.story.add("A/B report", ab_lines(ab), **ab)
+        self.run_command(
+            "fraudops", "promote", "--ab-report", str(ab_json), "--shadow-report", str(shadow_json)
+        )
+        from fraudops.tracking.registry import configure_mlflow
+
+        decision = decision_facts(configure_mlflow(self.settings), self.settings, challenger)
+        self.story.add("decision", decision_lines(decision), **decision)
+
+    def tell(self) -> None:
+        """The summary, printed and written; the UIs started first when they stay up."""
+        if self.options.keep_running:
+            self.start_uis()
+        else:
+            self.story.urls |= {
+                "MLflow UI": f"cd {self.tree.root} && mlflow ui --backend-store-uri "
+                f"{self.settings.tracking_uri}",
+                "Evidently UI": f"cd {self.tree.root} && fraudops dashboards",
+            }
+        self.story.running = self.options.keep_running
+        self.story.show(console)
+        self.story.write(self.tree.home / SUMMARY_FILE)
+
+    def start_uis(self) -> None:
+        from fraudops.local.servers import MlflowServer, free_port
+
+        mlflow = MlflowServer(
+            self.settings.tracking_uri, self.tree.home / "mlartifacts", log_dir=self.logs
+        )
+        self.children.append(_ServerChild(mlflow.start()))
+        self.story.urls["MLflow UI (runs, the registry's aliases and decisions)"] = mlflow.url
+        port = free_port()
+        self.start(["fraudops", "dashboards", "--port", str(port)], "dashboards")
+        evidently = f"http://127.0.0.1:{port}"
+        wait_ready(evidently, path="/api/version")
+        self.story.urls["Evidently UI (monitoring windows)"] = evidently
+
+    def stay_up(self) -> None:
+        console.print("[green]the services stay up[/]; Ctrl-C stops them")
+        try:
+            while all(child.poll() is None for child in self.children):
+                time.sleep(1)
+        except KeyboardInterrupt:
+            console.print("stopping")
+            return
+        raise DemoError("a service of the demo stopped on its own; see its log in " + str(self.logs))
+
+    # --- processes -------------------------------------------------------------------------
+
+    @property
+    def label_delay(self) -> int:
+        return committed_params(self.tree.checkout, self.tree.base).features.label_delay_days
+
+    def run_command(self, *args: str) -> None:
+        """Run a step in the foreground, in a process group of its own so that an
+        interrupted demo leaves none of its children behind."""
+        console.rule(" ".join(args))
+        child = subprocess.Popen(list(args), cwd=self.tree.root, env=self.env, start_new_session=True)
+        try:
+            returncode = child.wait()
+        finally:
+            stop(child)
+        if returncode != 0:
+            raise DemoError(f"`{' '.join(args)}` failed; see its output above")
+
+    def start(self, args: list[str], name: str) -> None:
+        """Start a service in the background, logging to LOGS/NAME.log."""
+        with (self.logs / f"{name}.log").open("w") as log:
+            self.children.append(
+                subprocess.Popen(
+                    args,
+                    cwd=self.tree.root,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+
+
+def worktree_settings(tree: Worktree) -> Settings:
+    """The settings the demo's commands see: the worktree's ``.env``, its home, and every
+    relative path taken from the worktree, as the commands run there."""
+    found = Settings(_env_file=tree.root / ".env", home=tree.home)  # type: ignore[call-arg]
+    paths = ("data_dir", "monitoring_workspace", "monitoring_reports_dir")
+    return found.model_copy(
+        update={name: tree.root / getattr(found, name) for name in paths}
     )
+
+
+class _ServerChild:
+    """A started ``ServerProcess`` seen as a child: polled, and stopped with the others."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.pid = server._process.pid
+
+    def poll(self) -> int | None:
+        return self.server._process.poll()
+
+
+def stop(child: Any, grace_s: float = 30.0) -> None:
+    """Stop CHILD's whole process group: SIGTERM, then SIGKILL after GRACE_S."""
+    if isinstance(child, _ServerChild):
+        child.server.stop()
+        return
+    if child.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):  # what the leader left of its group
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
 
 
 def wait_ready(url: str, timeout_s: float = 120) -> None:

@@ -46,7 +46,7 @@ from fraudops.data.schema import (
 )
 from fraudops.data.simulate import simulate
 from fraudops.features.definitions import label_known_day
-from fraudops.logs.prediction_log import read_predictions
+from fraudops.logs.readers import read_predictions
 
 #: Transactions per ``POST /v1/score/batch`` (the API's own maximum).
 BATCH_SIZE = 100
