@@ -41,6 +41,21 @@ def _require(name: str, port: int) -> None:
     pytest.skip(message)
 
 
+#: The kind of test each folder holds; a unit test module marks itself `data` or `model`
+#: when that is what it checks, and is `code` otherwise.
+_KIND_BY_FOLDER = {"integration": "service", "e2e": "e2e", "compose": "e2e", "docs": "code"}
+KINDS = ("code", "data", "model", "service", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every test exactly one kind, so `pytest -m KIND` selects by what a test checks."""
+    for item in items:
+        if any(item.get_closest_marker(kind) for kind in KINDS):
+            continue
+        folder = item.path.parent.name
+        item.add_marker(getattr(pytest.mark, _KIND_BY_FOLDER.get(folder, "code")))
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     """A SQLAlchemy URL of the local PostgreSQL server (trust auth, user postgres)."""

@@ -14,6 +14,8 @@ from fraudops.data.datasets import PART_FILE, partition_dir, read_raw, write_raw
 from fraudops.data.schema import PARTITION_KEY, RAW_SCHEMA, TRANSACTION_ID, TX_AMOUNT, TX_DATETIME
 from fraudops.data.simulate import simulate
 
+pytestmark = pytest.mark.data
+
 SMALL = SimulateParams(customers=200, terminals=400, days=10, seed=5)
 
 

@@ -27,6 +27,8 @@ from fraudops.modeling.evaluation import (
     recall_at_fpr,
 )
 
+pytestmark = pytest.mark.model
+
 
 def arrays(*columns: list) -> list[np.ndarray]:
     return [np.asarray(column) for column in columns]

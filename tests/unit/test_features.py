@@ -40,6 +40,8 @@ from fraudops.features.definitions import (
     transaction_features,
 )
 
+pytestmark = pytest.mark.data
+
 DEFAULT = FeatureParams()
 # A Wednesday, far enough from the weekend edges used below.
 D = dt.datetime(2018, 6, 20)

@@ -20,6 +20,8 @@ from fraudops.features.definitions import KEY_COLUMNS, build_features
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from pandas_baseline import pandas_features
 
+pytestmark = pytest.mark.data
+
 
 @pytest.mark.parametrize("label_delay_days", [1, 7])
 def test_the_baseline_equals_build_features_to_the_last_bit(label_delay_days: int) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 
 from fraudops.modeling.plots import evaluation_figures
+
+pytestmark = pytest.mark.model
 
 
 def test_every_evaluation_figure_renders_to_png() -> None:

@@ -14,6 +14,8 @@ from fraudops.data.schema import TX_AMOUNT, TX_DATETIME, TX_FRAUD
 from fraudops.data.simulate import simulate
 from fraudops.data.validation import BatchRejected
 
+pytestmark = pytest.mark.data
+
 SMALL = SimulateParams(customers=50, terminals=100, days=3, seed=5)
 
 

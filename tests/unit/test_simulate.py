@@ -37,6 +37,8 @@ from fraudops.data.simulate import (
     to_frame,
 )
 
+pytestmark = pytest.mark.data
+
 SMALL = SimulateParams(customers=200, terminals=400, days=40, seed=11)
 
 

@@ -16,6 +16,8 @@ from fraudops.data.split import (
     validation_splits,
 )
 
+pytestmark = pytest.mark.data
+
 DAY0 = dt.date(2018, 1, 1)
 
 

@@ -21,6 +21,8 @@ from fraudops.modeling.candidates import (
     select_model,
 )
 
+pytestmark = pytest.mark.model
+
 FEATURES = ["x1", "x2", "x3"]
 START = dt.datetime(2018, 4, 1)
 

@@ -36,6 +36,8 @@ from fraudops.modeling.steps import (
 )
 from fraudops.tracking.runs import run_params, validation_metrics
 
+pytestmark = pytest.mark.model
+
 TINY_TRAIN = TrainParams(
     train_days=5,
     delay_days=3,

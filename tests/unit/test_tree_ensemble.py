@@ -8,6 +8,8 @@ import xgboost as xgb
 
 from fraudops.modeling.tree_ensemble import FlatTreeEnsemble, UnsupportedBooster
 
+pytestmark = pytest.mark.model
+
 
 def _data(seed: int = 0, rows: int = 3000) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)

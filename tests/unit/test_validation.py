@@ -31,6 +31,8 @@ from fraudops.features.definitions import (
     terminal_risk_column,
 )
 
+pytestmark = pytest.mark.data
+
 START = dt.datetime(2018, 4, 1)
 NOW = dt.datetime(2018, 4, 3)
 MAX_FRAUD_RATE = 0.5

@@ -51,7 +51,7 @@ class ArmSample:
     score: NDArray[np.float64]
     alert: NDArray[np.bool_]
     customer: NDArray[np.int64]
-    day: NDArray
+    day: NDArray[np.datetime64]
     card_k: int
 
     @classmethod
@@ -119,13 +119,13 @@ class ArmSample:
         All metrics share the same resamples, so their draws are jointly consistent.
         """
         block = max(1, min(resamples, _CELLS_PER_BLOCK // max(self.transactions, 1)))
-        parts: dict[MetricName, list[NDArray]] = {metric: [] for metric in metrics}
+        parts: dict[MetricName, list[NDArray[np.float64]]] = {metric: [] for metric in metrics}
         for counts in cluster_resample_counts(rng, self.customers, resamples, block):
             for metric in metrics:
                 parts[metric].append(self.resampled(metric, counts))
         return {metric: np.concatenate(values) for metric, values in parts.items()}
 
-    def resampled(self, metric: MetricName, counts: NDArray[np.int64]) -> NDArray:
+    def resampled(self, metric: MetricName, counts: NDArray[np.int64]) -> NDArray[np.float64]:
         """The metric on each resample given as per-customer draw counts (resamples x C)."""
         if metric in PROPORTION_METRICS:
             sums = counts @ self.customer_sums
@@ -184,7 +184,7 @@ class ArmSample:
 class _CardDays:
     """Card-day rows sorted by customer; ``starts``/``sizes`` locate each customer's rows."""
 
-    day: NDArray
+    day: NDArray[np.datetime64]
     score: NDArray[np.float64]
     label: NDArray[np.int8]
     sizes: NDArray[np.int64]

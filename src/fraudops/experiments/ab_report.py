@@ -49,7 +49,7 @@ from fraudops.experiments.report_parts import (
 
 Recommendation = Literal["promote", "keep", "need_more_data"]
 
-_TESTS = {
+_TESTS: dict[MetricName, str] = {
     **dict.fromkeys(PROPORTION_METRICS, "delta-method z-test over customers"),
     "average_precision": "customer bootstrap of the difference",
     "card_precision_at_k": "customer bootstrap of the difference",
@@ -129,7 +129,7 @@ def analyse_ab(
         ArmSample.from_frame(rows, _scaled_k(top_k, len(rows), total_served)) for rows in arm_frames
     ]
     shortfall = _shortfall(names, samples, params)
-    draws: list[dict[MetricName, NDArray]] = [{}, {}]
+    draws: list[dict[MetricName, NDArray[np.float64]]] = [{}, {}]
     comparisons: list[Comparison] = []
     design = required = None
     if shortfall is None:
@@ -138,7 +138,10 @@ def analyse_ab(
             sample.draws(np.random.default_rng(seed), params.bootstrap_resamples)
             for sample, seed in zip(samples, seeds, strict=True)
         ]
-        comparisons = [_compare(metric, *samples, *draws, params) for metric in METRICS]
+        comparisons = [
+            _compare(metric, samples[0], samples[1], draws[0], draws[1], params)
+            for metric in METRICS
+        ]
         design = design_effect(samples[0].ratio_sums(params.primary_metric))
         required = next(
             c for c in comparisons if c.metric == params.primary_metric
@@ -175,8 +178,8 @@ def _compare(
     metric: MetricName,
     control: ArmSample,
     treatment: ArmSample,
-    control_draws: dict[MetricName, NDArray],
-    treatment_draws: dict[MetricName, NDArray],
+    control_draws: dict[MetricName, NDArray[np.float64]],
+    treatment_draws: dict[MetricName, NDArray[np.float64]],
     params: ABParams,
 ) -> Comparison:
     before, after = control.estimate(metric), treatment.estimate(metric)
@@ -189,13 +192,16 @@ def _compare(
         required = _required_transactions(metric, control, params)
     else:
         p_value = bootstrap_p_value(differences)
-    defined = before is not None and after is not None
+    difference = relative_lift = None
+    if before is not None and after is not None:
+        difference = after - before
+        relative_lift = difference / before if before else None
     return Comparison(
         metric=metric,
         control=before,
         treatment=after,
-        difference=after - before if defined else None,
-        relative_lift=(after - before) / before if defined and before else None,
+        difference=difference,
+        relative_lift=relative_lift,
         ci_low=ci_low,
         ci_high=ci_high,
         p_value=None if math.isnan(p_value) else p_value,
@@ -225,7 +231,7 @@ def _summarise(
     name: str,
     rows: pd.DataFrame,
     sample: ArmSample,
-    draws: dict[MetricName, NDArray],
+    draws: dict[MetricName, NDArray[np.float64]],
     alpha: float,
 ) -> ArmSummary:
     return ArmSummary(
@@ -244,7 +250,9 @@ def _summarise(
     )
 
 
-def _estimate(value: float | None, draws: NDArray | None, alpha: float) -> MetricEstimate:
+def _estimate(
+    value: float | None, draws: NDArray[np.float64] | None, alpha: float
+) -> MetricEstimate:
     low, high = percentile_interval(draws, alpha)
     return MetricEstimate(value=value, ci_low=low, ci_high=high)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -39,12 +40,12 @@ class RatioSums:
     simulated experiment): every property is elementwise.
     """
 
-    clusters: ArrayLike
-    y: ArrayLike
-    x: ArrayLike
-    yy: ArrayLike
-    xx: ArrayLike
-    xy: ArrayLike
+    clusters: int | NDArray[np.int64]
+    y: float | NDArray[np.float64]
+    x: float | NDArray[np.float64]
+    yy: float | NDArray[np.float64]
+    xx: float | NDArray[np.float64]
+    xy: float | NDArray[np.float64]
 
     @classmethod
     def of(cls, y: ArrayLike, x: ArrayLike) -> RatioSums:
@@ -62,7 +63,8 @@ class RatioSums:
     @property
     def ratio(self) -> NDArray[np.float64]:
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.divide(self.y, self.x)
+            ratio: NDArray[np.float64] = np.divide(self.y, self.x)
+        return ratio
 
     @property
     def variance(self) -> NDArray[np.float64]:
@@ -75,7 +77,8 @@ class RatioSums:
             s_xy = (self.xy - x * y / n) / (n - 1)
             ratio = self.ratio
             spread = s_yy - 2 * ratio * s_xy + ratio**2 * s_xx
-            return np.maximum(spread, 0.0) / (n * (x / n) ** 2)
+            variance: NDArray[np.float64] = np.maximum(spread, 0.0) / (n * (x / n) ** 2)
+        return variance
 
 
 def ratio_z_test(
@@ -140,7 +143,7 @@ def cluster_resample_counts(
 
 
 def weighted_average_precision(
-    label: NDArray, score: NDArray, weights: NDArray
+    label: NDArray[Any], score: NDArray[np.float64], weights: NDArray[np.int64]
 ) -> NDArray[np.float64]:
     """scikit-learn's average precision for each row of ``weights`` (resamples x rows) at once.
 
@@ -151,16 +154,19 @@ def weighted_average_precision(
     order = np.argsort(-score, kind="stable")
     ranked = score[order]
     group_ends = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
-    weights = weights[:, order].astype(float)
-    caught = np.cumsum(weights * label[order], axis=1)[:, group_ends]
-    flagged = np.cumsum(weights, axis=1)[:, group_ends]
+    weighted = weights[:, order].astype(float)
+    caught = np.cumsum(weighted * label[order], axis=1)[:, group_ends]
+    flagged = np.cumsum(weighted, axis=1)[:, group_ends]
     precision = np.divide(caught, flagged, out=np.zeros_like(caught), where=flagged > 0)
     recall_steps = np.diff(caught, axis=1, prepend=0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (recall_steps * precision).sum(axis=1) / caught[:, -1]
+        average: NDArray[np.float64] = (recall_steps * precision).sum(axis=1) / caught[:, -1]
+    return average
 
 
-def percentile_interval(draws: NDArray | None, alpha: float) -> tuple[float | None, float | None]:
+def percentile_interval(
+    draws: NDArray[np.float64] | None, alpha: float
+) -> tuple[float | None, float | None]:
     """The bootstrap percentile interval; resamples where the metric is undefined are left out."""
     if draws is None or np.isnan(draws).all():
         return None, None
@@ -168,7 +174,7 @@ def percentile_interval(draws: NDArray | None, alpha: float) -> tuple[float | No
     return float(low), float(high)
 
 
-def bootstrap_p_value(differences: NDArray) -> float:
+def bootstrap_p_value(differences: NDArray[np.float64]) -> float:
     """Two-sided p of "no difference" from bootstrap draws of a difference.
 
     The smallest alpha whose percentile interval excludes zero, so the test rejects
@@ -177,4 +183,5 @@ def bootstrap_p_value(differences: NDArray) -> float:
     draws = differences[~np.isnan(differences)]
     if len(draws) == 0:
         return math.nan
-    return float(min(1.0, 2 * min(np.mean(draws <= 0), np.mean(draws >= 0))))
+    below, above = float(np.mean(draws <= 0)), float(np.mean(draws >= 0))
+    return min(1.0, 2 * min(below, above))
