@@ -4,9 +4,9 @@
         [--redis redis://127.0.0.1:6379/0] [--postgres postgresql+psycopg2://postgres@127.0.0.1:5432/postgres]
 
 ``benchmarks/bench_serving.py`` measures whole requests over HTTP. This script times the
-hops inside one, with the library calls ``serving.app._score`` makes, in its order, on the
-same kind of model (a params.yaml-sized XGBoost champion, 300 trees, scored by the numpy
-tree walk):
+hops inside one, with the library calls ``serving.scoring.score_transaction`` makes, in its
+order, on the same kind of model (a params.yaml-sized XGBoost champion, 300 trees, scored by
+the numpy tree walk):
 
 1. parse: the raw JSON body validated into ``serving.schemas.Transaction`` (strict);
 2. route: the A/B arm and shadow sample of the customer (salted hash,
@@ -103,7 +103,7 @@ def _time_hops(raw: Any, feature_params: Any, model: Any, store: Any, writer: An
         TX_DATETIME,
     )
     from fraudops.experiments.routing import Router, RoutingConfig, ShadowPolicy
-    from fraudops.features.online_store import Transaction as StoreTransaction
+    from fraudops.features.store_types import Transaction as StoreTransaction
     from fraudops.logs.records import PredictionRecord
     from serving.schemas import Transaction
 

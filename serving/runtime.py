@@ -38,7 +38,8 @@ from fraudops.experiments.routing import (
     load_routing,
     save_routing,
 )
-from fraudops.features.online_store import OnlineStore, OnlineStoreUnavailable, open_online_store
+from fraudops.features.online_store import OnlineStore, open_online_store
+from fraudops.features.store_types import OnlineStoreUnavailable
 from fraudops.logs.errors import LogBackpressureError, PredictionLogClosedError
 from fraudops.logs.records import LabelRecord, PredictionRecord
 from fraudops.logs.writer import PredictionLogWriter

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from fraudops.experiments.routing import RoutingConfig
-from fraudops.features.online_store import LabelOutcome
+from fraudops.features.store_types import LabelOutcome
 
 #: Ids fit in 53 bits so that every JSON client (JavaScript included) reads them back exactly.
 MAX_ID = 2**53 - 1

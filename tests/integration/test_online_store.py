@@ -49,13 +49,12 @@ from fraudops.features.definitions import (
     terminal_nb_tx_column,
     terminal_risk_column,
 )
-from fraudops.features.online_store import (
+from fraudops.features.online_store import OnlineStore, open_online_store
+from fraudops.features.store_types import (
     LabelOutcome,
-    OnlineStore,
     OnlineStoreUnavailable,
     Transaction,
     TransactionConflict,
-    open_online_store,
 )
 from fraudops.local.servers import free_port
 
@@ -306,7 +305,8 @@ def burst(store: OnlineStore, first_id: int) -> None:
 BURST_IN_OWN_PROCESS = """
 import datetime as dt, sys, time
 from fraudops.config import FeatureParams
-from fraudops.features.online_store import Transaction, open_online_store
+from fraudops.features.online_store import open_online_store
+from fraudops.features.store_types import Transaction
 first, url, namespace, count, when, start_at = sys.argv[1:]
 with open_online_store(url, FeatureParams(), namespace=namespace) as store:
     time.sleep(max(0.0, float(start_at) - time.time()))  # all workers start writing together

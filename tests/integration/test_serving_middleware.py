@@ -30,7 +30,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fraudops.config import get_settings
 from fraudops.local.demo import wait_ready
 from fraudops.local.servers import free_port
-from serving.app import ScoringApp, create_app
+from serving.app import create_app
+from serving.fast_path import ScoringApp
 
 MARK = (b"x-added-middleware", b"ran")
 

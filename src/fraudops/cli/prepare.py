@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
@@ -54,7 +54,8 @@ def generate(
         if versioned:
             step("recording the DVC data version")
             data_hash = record_data_version(DATA_DVC_FILE)
-    fraud_rate = transactions["tx_fraud"].mean()
+    # polars types a reduction as any Python value; the mean of a 0/1 column is a float.
+    fraud_rate = cast(float, transactions["tx_fraud"].mean())
     console.print(f"{transactions.height:,} transactions, fraud rate {fraud_rate:.3%} → {out}")
     if versioned:
         console.print(f"data version {data_hash} recorded in {DATA_DVC_FILE}")
@@ -78,7 +79,7 @@ def validate(
     summary = {
         "rows": batch.height,
         "days": batch["day"].n_unique(),
-        "fraud_rate": round(float(batch[TX_FRAUD].mean()), 6),
+        "fraud_rate": round(cast(float, batch[TX_FRAUD].mean()), 6),
     }
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,8 @@ def backfill(
     """Load the online feature store from raw data, so serving can start mid-stream."""
     from fraudops.data.datasets import read_raw
     from fraudops.data.validation import BatchRejected
-    from fraudops.features.online_store import OnlineStoreError, open_online_store
+    from fraudops.features.online_store import open_online_store
+    from fraudops.features.store_types import OnlineStoreError
 
     settings = get_settings()
     params = load_params().features
