@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install lock demo test test-fast lint format bench clean
+.PHONY: install lock demo up test test-fast lint format bench clean screenshots
 
 install: $(STAMP)
 
@@ -24,6 +24,14 @@ lock:
 demo: $(STAMP)
 	$(BIN)/fraudops demo
 
+# The demo to its decision, then every service left up until Ctrl-C.
+up: $(STAMP)
+	$(BIN)/fraudops demo --keep-running
+
+# Runs the demo, serves its state and photographs each UI into docs/img (installs chromium).
+screenshots: $(STAMP)
+	$(BIN)/python docs/img/take_screenshots.py
+
 test: $(STAMP)
 	$(BIN)/pytest
 
@@ -33,6 +41,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -25,17 +25,21 @@ import argparse
 import contextlib
 import datetime as dt
 import io
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, Route, sync_playwright
 from playwright.sync_api import TimeoutError as PageTimeout
 
 HERE = Path(__file__).resolve().parent
@@ -54,9 +58,18 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1440, "height": 900}
 MAX_PNG_BYTES = 300_000
-#: Days of replayed traffic each extra monitoring window covers.
+#: Extra monitoring windows, and the days of replayed traffic each covers (from the first).
+EXTRA_WINDOWS = 3
 WINDOW_DAYS = 2
 PAGE_TIMEOUT_MS = 90_000
+#: How long to wait for a page to stop loading; MLflow's UI polls and never does.
+IDLE_TIMEOUT_MS = 10_000
+HOST = "127.0.0.1"
+#: jsDelivr's address of a file of an npm package, as FastAPI's /docs page asks for one.
+JSDELIVR_NPM = re.compile(
+    r"https://cdn\.jsdelivr\.net/npm/(?P<package>[\w.-]+)@(?P<version>[\w.-]+)/(?P<file>[\w./-]+)"
+)
+MLFLOW_ASSISTANT_CLOSE = 'button[aria-label="Close"]'
 BIN = Path(sys.executable).parent
 
 
@@ -66,13 +79,18 @@ class ScreenshotError(RuntimeError):
 
 @dataclass(frozen=True)
 class Shot:
-    """One picture: the page, the texts that prove it loaded, how long charts need to draw."""
+    """One picture: the page, the texts that prove it loaded, where to scroll, what to close.
+
+    ``dismiss`` are selectors clicked when present (side panels that hide the page);
+    ``scroll_to`` is a text brought to the top of the view; ``settle_ms`` lets charts draw.
+    """
 
     name: str
     url: str
     ready: Sequence[str]
+    scroll_to: str | None = None
+    dismiss: Sequence[str] = ()
     settle_ms: int = 1500
-    clicks: Sequence[str] = field(default_factory=tuple)
 
 
 # --- chromium ------------------------------------------------------------------------------
@@ -174,8 +192,8 @@ def serve_state(log_dir: Path) -> Iterator[Stack]:
         )
 
 
-def add_monitoring_windows(prefect_api_url: str) -> int:
-    """Monitor the replayed traffic in consecutive windows of WINDOW_DAYS; how many ran.
+def add_monitoring_windows(prefect_api_url: str, count: int) -> int:
+    """Monitor the replayed traffic in COUNT consecutive windows from its start; how many ran.
 
     The demo monitors once; a dashboard of one point shows no trend. These windows report
     to the Prefect server as flow runs and do not start retraining (``--on-drift none``).
@@ -185,7 +203,7 @@ def add_monitoring_windows(prefect_api_url: str) -> int:
 
     days = stored_days(journal_dir(get_settings()))
     env = {**os.environ, "PREFECT_API_URL": prefect_api_url}
-    starts = days[: len(days) - WINDOW_DAYS + 1 : WINDOW_DAYS]
+    starts = days[: len(days) - WINDOW_DAYS + 1 : WINDOW_DAYS][:count]
     for start in starts:
         until = start + dt.timedelta(days=WINDOW_DAYS)
         command = ["fraudops", "monitor", "--since", f"{start}", "--until", f"{until}"]
@@ -223,41 +241,55 @@ def report_page(kind: str, out_dir: Path) -> Path:
 
 def shots(stack: Stack, pages_dir: Path) -> list[Shot]:
     """Every picture, with the text each page must show before it is taken."""
-    from mlflow import MlflowClient
-
     from fraudops.config import get_settings
-    from fraudops.tracking.registry import CHAMPION
+    from fraudops.tracking.registry import CHAMPION, configure_mlflow, version_by_alias
     from monitoring.workspace import PROJECT_NAME, open_workspace
 
     settings = get_settings()
-    client = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
-    champion = client.get_model_version_by_alias(settings.model_name, CHAMPION)
+    client = configure_mlflow(settings)
+    champion = version_by_alias(client, settings.model_name, CHAMPION)
+    if champion is None:
+        raise ScreenshotError(f"the registry has no {CHAMPION} of {settings.model_name}")
     run = client.get_run(champion.run_id)
     run_url = f"{stack.mlflow_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
     project = open_workspace(settings.monitoring_workspace).search_project(PROJECT_NAME)[0]
     evidently = f"{stack.evidently_url}/projects/{project.id}"
     return [
-        Shot("mlflow-run", run_url, ["average_precision", "Parameters"]),
+        Shot(
+            "mlflow-run",
+            run_url,
+            ["average_precision", "Parameters ("],
+            scroll_to="Metrics (",
+            dismiss=[MLFLOW_ASSISTANT_CLOSE],
+        ),
         Shot(
             "mlflow-plots",
             f"{run_url}/artifacts/plots/pr_curve.png",
-            ["pr_curve.png"],
+            ["pr_curve.png", "roc_curve.png"],
+            dismiss=[MLFLOW_ASSISTANT_CLOSE],
             settle_ms=3000,
         ),
         Shot(
             "mlflow-registry",
             f"{stack.mlflow_url}/#/models/{settings.model_name}",
-            [f"@{CHAMPION}", "challenger"],
+            ["Aliases", CHAMPION],
+            dismiss=[MLFLOW_ASSISTANT_CLOSE],
         ),
-        Shot("prefect-flow-runs", f"{stack.prefect_url}/runs", ["monitoring", "retrain"]),
+        Shot("prefect-flow-runs", f"{stack.prefect_url}/runs", ["monitoring", "Completed"]),
         Shot("prefect-automation", f"{stack.prefect_url}/automations", ["on-drift"]),
-        Shot("evidently-drift", evidently, ["Share of drifted features"], settle_ms=4000),
+        Shot(
+            "evidently-drift",
+            evidently,
+            ["Drift score per feature", "tx_amount"],
+            scroll_to="Drift score per feature",
+            settle_ms=4000,
+        ),
         Shot(
             "evidently-performance",
             evidently,
-            ["realised vs estimated"],
+            ["Recall: realised vs estimated"],
+            scroll_to="Recall: realised vs estimated",
             settle_ms=4000,
-            clicks=("Performance",),
         ),
         Shot("api-docs", f"{stack.api_url}/docs", ["/v1/score"]),
         Shot("report-shadow", report_page("shadow", pages_dir).as_uri(), ["Shadow"]),
@@ -265,9 +297,14 @@ def shots(stack: Stack, pages_dir: Path) -> list[Shot]:
     ]
 
 
-def take(shot_list: Sequence[Shot], out: Path, dom_dir: Path | None) -> list[Path]:
-    """Open each page in headless Chromium, wait for its content, save a palette PNG."""
-    written = []
+def take(shot_list: Sequence[Shot], out: Path, dom_dir: Path | None, assets: Path) -> None:
+    """Open each page in headless Chromium, wait for its content, save a palette PNG.
+
+    Only 127.0.0.1 and local files are reached: a CDN asset a page asks for (the API's
+    /docs loads Swagger UI from jsDelivr) is answered from its npm package, fetched once
+    into ASSETS; any other outside request is refused and named.
+    """
+    refused: list[str] = []
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
             profile,
@@ -277,31 +314,68 @@ def take(shot_list: Sequence[Shot], out: Path, dom_dir: Path | None) -> list[Pat
             viewport=VIEWPORT,
         )
         try:
+            browser.route("**/*", lambda route: _answer_locally(route, assets, refused))
             page = browser.new_page()
             for shot in shot_list:
-                written.append(_take_one(page, shot, out, dom_dir))
+                _take_one(page, shot, out, dom_dir)
         finally:
             browser.close()
-    return written
+    for url in sorted(set(refused)):
+        print(f"refused an outside request: {url}", flush=True)
 
 
-def _take_one(page: Page, shot: Shot, out: Path, dom_dir: Path | None) -> Path:
+def _answer_locally(route: Route, assets: Path, refused: list[str]) -> None:
+    url = route.request.url
+    parts = urlsplit(url)
+    if parts.scheme in ("file", "data") or parts.hostname == HOST:
+        route.continue_()
+    elif match := JSDELIVR_NPM.fullmatch(url):
+        route.fulfill(path=npm_file(assets, match["package"], match["version"], match["file"]))
+    else:
+        refused.append(url)
+        route.abort("blockedbyclient")
+
+
+def npm_file(assets: Path, package: str, version: str, file: str) -> Path:
+    """FILE of the npm package PACKAGE@VERSION (what jsDelivr serves), packed once by npm."""
+    folder = assets / f"{package}@{version}"
+    if not folder.is_dir():
+        assets.mkdir(parents=True, exist_ok=True)
+        command = ["npm", "pack", f"{package}@{version}", "--pack-destination", str(assets)]
+        command += ["--json", "--no-update-notifier", "--no-fund", "--no-audit"]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ScreenshotError(f"`{' '.join(command)}` failed: {done.stderr.strip()}")
+        tarball = assets / json.loads(done.stdout)[0]["filename"]
+        with tarfile.open(tarball) as archive:
+            archive.extractall(folder, filter="data")
+        tarball.unlink()
+    path = (folder / "package" / file).resolve()
+    if not path.is_relative_to(folder.resolve()) or not path.is_file():
+        raise ScreenshotError(f"{package}@{version} has no file {file}")
+    return path
+
+
+def _take_one(page: Page, shot: Shot, out: Path, dom_dir: Path | None) -> None:
     page.goto(shot.url, timeout=PAGE_TIMEOUT_MS)
-    for label in shot.clicks:
-        page.get_by_text(label, exact=True).first.click(timeout=PAGE_TIMEOUT_MS)
     for text in shot.ready:
         try:
             page.get_by_text(text).first.wait_for(timeout=PAGE_TIMEOUT_MS)
         except PageTimeout as error:
             raise ScreenshotError(f"{shot.name}: {shot.url} never showed {text!r}") from error
-    page.wait_for_load_state("networkidle", timeout=PAGE_TIMEOUT_MS)
+    with contextlib.suppress(PageTimeout):  # some UIs poll forever; their content is there
+        page.wait_for_load_state("networkidle", timeout=IDLE_TIMEOUT_MS)
+    for selector in shot.dismiss:
+        if page.locator(selector).count():
+            page.locator(selector).first.click()
+    if shot.scroll_to:
+        page.get_by_text(shot.scroll_to).first.evaluate("e => e.scrollIntoView(true)")
     page.wait_for_timeout(shot.settle_ms)
     path = out / f"{shot.name}.png"
     save_png(page.screenshot(), path)
     if dom_dir is not None:
         (dom_dir / f"{shot.name}.html").write_text(page.content())
     print(f"{path} ({path.stat().st_size // 1000} KB)", flush=True)
-    return path
 
 
 def save_png(data: bytes, path: Path) -> None:
@@ -325,6 +399,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--worktree", type=Path, help="a finished demo's worktree: shoot it, run no demo"
     )
+    parser.add_argument(
+        "--windows", type=int, default=EXTRA_WINDOWS, help="extra monitoring windows to add"
+    )
     parser.add_argument("--dom-dir", type=Path, help="also save each page's rendered DOM here")
     return parser.parse_args(argv)
 
@@ -342,8 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             dom_dir.mkdir(parents=True, exist_ok=True)
         logs = worktree / ".fraudops" / "logs" / "screenshots"
         with serve_state(logs) as stack, tempfile.TemporaryDirectory() as pages:
-            print(f"{add_monitoring_windows(stack.prefect_api_url)} monitoring windows added")
-            take(shots(stack, Path(pages)), out, dom_dir)
+            added = add_monitoring_windows(stack.prefect_api_url, args.windows)
+            print(f"{added} monitoring windows added", flush=True)
+            take(shots(stack, Path(pages)), out, dom_dir, worktree / ".fraudops" / "npm")
     except ScreenshotError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
