@@ -46,10 +46,18 @@ from fraudops.tracking.registry import (
 )
 from fraudops.tracking.runs import RUN_TYPE_TAG
 from monitoring.reports import DECISION_FILE
-from pipelines.monitoring_flow import REALISED_FILE, SIGNAL_TAG
-from pipelines.retraining import TRIGGER_TAG
 
 logger = logging.getLogger(__name__)
+
+#: What the flows write, named here so this glue does not import the flows (``pipelines``
+#: imports ``monitoring``, not the reverse); tests/integration/test_model_exporter.py runs
+#: the real flows, so a renamed tag or file fails it. The retraining trigger and the signal
+#: a run answered (``pipelines.retraining``), the monitoring decision
+#: (``pipelines.monitoring_flow``), and the file written beside a run's reports once its
+#: estimate met the realised quality.
+TRIGGER_TAG = "fraudops.trigger"
+SIGNAL_TAG = "fraudops.signal"
+REALISED_FILE = "realised.json"
 
 #: Runs read per kind and scrape: far more than a demo or a year of weekly windows makes.
 MAX_RUNS = 5000

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,3 +170,29 @@ def test_an_unreachable_mlflow_reads_as_source_down_not_a_failed_scrape(tmp_path
         server.shutdown()
     assert families == {"fraudops_model_source_up"}
     assert value(samples, "fraudops_model_source_up") == 0
+
+
+def test_serve_flows_starts_the_exporter_and_names_a_port_it_cannot_take(tmp_path: Path):
+    """``fraudops serve-flows`` opens the port of FRAUDOPS_FLOWS_METRICS_PORT before it
+    serves anything: one already taken ends it at once with the address in the message."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "FRAUDOPS_HOME": str(tmp_path / "home"),
+            "FRAUDOPS_PREFECT_API_URL": f"http://127.0.0.1:{_closed_port()}/api",
+            "FRAUDOPS_FLOWS_METRICS_PORT": str(port),
+        }
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("fraudops")), "serve-flows"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert f"model metrics cannot listen on 127.0.0.1:{port}" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
