@@ -8,11 +8,11 @@ uses (``fraudops.logs.tables``), and the first one's downgrade removes the table
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -93,15 +93,17 @@ VALUES ('old-1', 11, '2026-03-01 12:00:00', '2018-09-01 00:01:00', 'c1', 't1',
 INSERT INTO labels (transaction_id, label, received_at) VALUES (11, 1, '2026-03-02 08:00:00');
 """
 
-#: A child process that opens the log the way a starting worker does.
+#: A child process that opens the log the way a starting worker does. It loads Alembic before
+#: it says "ready", so from then on only the upgrade itself is left to run.
 OPEN_LOG = (
-    "import sys; from fraudops.logs.database import open_prediction_log; "
+    "import sys; import fraudops.logs.migrate; "
+    "from fraudops.logs.database import open_prediction_log; "
     "print('ready', flush=True); open_prediction_log(sys.argv[1]).dispose()"
 )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
-def log_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database of this test's own: a new SQLite file, or a new PostgreSQL database."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'predictions.db'}"
@@ -135,6 +137,12 @@ def schema_differences(engine: Engine) -> list[object]:
         return list(compare_metadata(context, metadata))
 
 
+def recorded_versions(engine: Engine) -> list[str]:
+    """Every row of the version table: exactly one once the schema is at a revision."""
+    with engine.connect() as connection:
+        return list(connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+
+
 def log_tables(engine: Engine) -> set[str]:
     return set(inspect(engine).get_table_names()) & {"predictions", "labels"}
 
@@ -154,9 +162,7 @@ def test_an_empty_database_is_upgraded_to_the_schema_the_code_uses(
     assert stored_revision(plain_engine) == SCHEMA_REVISION
     assert schema_differences(plain_engine) == []
     open_prediction_log(log_url).dispose()  # a second start finds it at head
-    with plain_engine.connect() as connection:
-        versions = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
-    assert versions == [(SCHEMA_REVISION,)]
+    assert recorded_versions(plain_engine) == [SCHEMA_REVISION]
 
 
 def test_a_pre_migration_database_is_stamped_and_keeps_its_rows(
@@ -250,7 +256,6 @@ def start_openers(url: str, count: int) -> list[subprocess.Popen[str]]:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=os.environ.copy(),
         )
         for _ in range(count)
     ]
@@ -276,14 +281,16 @@ def test_workers_that_start_together_on_postgresql_wait_for_one_migration(
         with holder.connect() as lock:
             lock.execute(select(func.pg_advisory_lock(MIGRATION_LOCK_KEY)))
             workers = start_openers(url, 3)
-            waiting = _wait_for(lambda: _advisory_waiters(lock) == 3, timeout_s=120)
+            _wait_for(
+                lambda: _advisory_waiters(lock) == 3 or any(w.poll() is not None for w in workers),
+                timeout_s=120,
+            )
+            waiting = _advisory_waiters(lock)
             lock.execute(select(func.pg_advisory_unlock(MIGRATION_LOCK_KEY)))
         results = finish(workers)
-        assert waiting, f"not every worker reached the lock: {results}"
+        assert waiting == 3, f"not every worker queued on the lock: {results}"
         assert [code for code, _ in results] == [0, 0, 0], results
-        with holder.connect() as connection:
-            versions = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
-        assert versions == [(SCHEMA_REVISION,)]
+        assert recorded_versions(holder) == [SCHEMA_REVISION]
         assert log_tables(holder) == {"predictions", "labels"}
     finally:
         holder.dispose()
@@ -298,17 +305,19 @@ def _advisory_waiters(connection: Connection) -> int:
     return int(connection.execute(query).scalar_one())
 
 
-def _wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
+def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
+    while not condition() and time.monotonic() < deadline:
         time.sleep(0.1)
-    return False
 
 
-def test_workers_that_start_together_on_sqlite_wait_for_one_migration(tmp_path) -> None:
-    """The test holds SQLite's write lock while the workers start; each then succeeds."""
+def test_workers_that_start_together_on_sqlite_wait_for_one_migration(tmp_path: Path) -> None:
+    """The test holds SQLite's write lock while the workers start; each then succeeds.
+
+    SQLite shows no queue to wait for, hence the pause. Without ``BEGIN IMMEDIATE`` in
+    ``migration_lock`` two of the three fail here: "table fraudops_alembic_version already
+    exists".
+    """
     url = f"sqlite:///{tmp_path / 'predictions.db'}"
     holder = create_log_engine(url)
     try:
@@ -316,7 +325,7 @@ def test_workers_that_start_together_on_sqlite_wait_for_one_migration(tmp_path) 
             lock.exec_driver_sql("BEGIN IMMEDIATE")
             workers = start_openers(url, 3)
             ready = [worker.stdout.readline() for worker in workers if worker.stdout]
-            time.sleep(1.0)  # they now import Alembic and queue on the write lock
+            time.sleep(1.0)  # each is now queued on the write lock (busy timeout: 10 s)
             lock.rollback()
         results = finish(workers)
         assert ready == ["ready\n"] * 3, results

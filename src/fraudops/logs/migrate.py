@@ -96,9 +96,9 @@ def migration_lock(engine: Engine) -> Iterator[Connection]:
     """
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
-            pass
+            connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
         elif connection.dialect.name == "sqlite":
-            pass
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         yield connection
 
 

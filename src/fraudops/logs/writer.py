@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine, Insert, Table
@@ -260,7 +261,7 @@ class PredictionLogWriter:
         stored = []
         for row in rows:
             try:
-                self._retrying(lambda row=row: self._insert([row]))
+                self._retrying(partial(self._insert, [row]))
                 stored.append(row)
             except Exception as error:
                 logger.error("prediction log: row dropped, %s: %r", _brief(error), row[1])
@@ -290,8 +291,11 @@ class PredictionLogWriter:
                     connection.execute(self._insert_statement(table), values)
 
     def _insert_statement(self, table: Table) -> Insert:
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(table)
+        statement: postgresql.Insert | sqlite.Insert = (
+            postgresql.insert(table)
+            if self.engine.dialect.name == "postgresql"
+            else sqlite.insert(table)
+        )
         if table is predictions:
             statement = statement.on_conflict_do_nothing(index_elements=["request_id", "is_shadow"])
         return statement
