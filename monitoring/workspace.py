@@ -10,6 +10,11 @@ that window's time with the realised quality, beside the estimate made a week ea
 
 The dashboard is rebuilt from code on every ``ensure_project``: panel and tab ids derive
 from their titles, so saving it again is a no-op and a fresh workspace needs no clicks.
+
+A panel whose lines can all hold one value (one window, or one series with a value) is
+drawn as bars. The UI's line chart scales its y axis to the values alone: for a single
+value it shows one tick, that value rounded to a whole number, so a share of 0.4 reads as
+0 and a precision of 0.18 as 0. Bars start at zero, so their axis always has a span.
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ def dashboard(features: Sequence[str]) -> DashboardModel:
     """Tabs of panels: drift, performance (realised vs estimated), traffic."""
     tabs = {
         "Drift": [
-            _line(
+            _bars(
                 "Share of drifted features",
                 [_drift("DriftedColumnsCount", {"value_type": "share"}, "drifted share")],
             ),
@@ -79,7 +84,7 @@ def dashboard(features: Sequence[str]) -> DashboardModel:
                 [_drift("ValueDrift", {"column": name}, name) for name in features],
                 "Normed Wasserstein (numeric) or Jensen-Shannon (binary) distance.",
             ),
-            _line("Score drift", [_drift("ValueDrift", {"column": SCORE}, "score drift")]),
+            _bars("Score drift", [_drift("ValueDrift", {"column": SCORE}, "score drift")]),
             _line(
                 "Score distribution",
                 [_drift("MeanValue", {"column": SCORE}, "mean")]
@@ -91,7 +96,7 @@ def dashboard(features: Sequence[str]) -> DashboardModel:
             ),
         ],
         "Performance": [
-            _line(
+            _bars(
                 f"{title}: realised vs estimated",
                 [
                     _summary(f"{kind}_{metric}", kind)
@@ -108,11 +113,11 @@ def dashboard(features: Sequence[str]) -> DashboardModel:
                 aggregation="sum",
                 size="half",
             ),
-            bar_plot_panel(
+            _bars(
                 "Traffic volume",
                 [_summary("window_rows", "served rows"), _summary("labelled_rows", "labelled")],
             ),
-            _line(
+            _bars(
                 "Fraud rate",
                 [
                     _summary("fraud_rate", "labelled rows"),
@@ -141,6 +146,13 @@ def _line(
     title: str, values: list[PanelMetric], description: str | None = None
 ) -> DashboardPanelPlot:
     return line_plot_panel(title, values, description=description)
+
+
+def _bars(
+    title: str, values: list[PanelMetric], description: str | None = None
+) -> DashboardPanelPlot:
+    """Bars side by side per window, for the panels a single value may fill (see above)."""
+    return bar_plot_panel(title, values, description=description)
 
 
 def _drift(metric: str, labels: dict[str, str], legend: str) -> PanelMetric:

@@ -91,8 +91,6 @@ class Engine:
                 str(self.workdir / "exec"),
                 "--pidfile",
                 str(self.workdir / "dockerd.pid"),
-                "--bridge",
-                "none",  # no docker0: the stack's own bridge network is the only one
             ],
             stdout=self.log_path.open("wb"),
             stderr=subprocess.STDOUT,

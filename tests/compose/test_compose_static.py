@@ -41,7 +41,11 @@ def test_compose_file_matches_the_compose_spec_schema(spec: dict) -> None:
 def test_compose_v2_accepts_the_file_and_the_test_override() -> None:
     alone = _config_q(COMPOSE_FILE)
     assert alone.returncode == 0, alone.stderr
-    env = {"PATH": "/usr/bin:/bin", "BASE_IMAGE": "localhost/base:test"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "BASE_IMAGE": "localhost/base:test",
+        "FRAUDOPS_TEST_PARAMS": str(REPO / "params.yaml"),
+    }
     both = _config_q(COMPOSE_FILE, OVERRIDE_FILE, env=env)
     assert both.returncode == 0, both.stderr
 
