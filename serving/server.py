@@ -45,6 +45,8 @@ from serving.metrics import MULTIPROCESS_ENV
 
 #: Seconds uvicorn waits for requests in flight after SIGTERM before it cancels them.
 GRACEFUL_SHUTDOWN_S = 30
+#: Seconds a worker may take to answer uvicorn's supervisor (its default: 5).
+WORKER_HEALTHCHECK_S = 60
 APP_FACTORY = "serving.app:create_app"
 
 # What a connection owes the server: nothing (idle, or its request is being answered),
@@ -170,6 +172,10 @@ def run(host: str, port: int, workers: int = 1, log_level: str = "info") -> None
     if workers == 1:
         _serve_in_this_process(uvicorn.Config(APP_FACTORY, **options))
         return
+    # uvicorn's supervisor kills a worker that does not answer its ping within 5 s, and a
+    # worker cannot answer until its interpreter has started; on a busy 2-core machine that
+    # alone took longer, and workers were killed and restarted in a loop.
+    options["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_S
     metrics_dir = tempfile.mkdtemp(prefix="fraudops-metrics-")
     os.environ[MULTIPROCESS_ENV] = metrics_dir
     try:

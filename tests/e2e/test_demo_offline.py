@@ -10,32 +10,51 @@ made must be where it says: commits on its branch, state in its worktree.
 The same run proves the project phones nobody (issue 11, item 1): the demo and then the
 dashboards run in a network namespace with only loopback, under strace
 (``offline_support``), and must not attempt a single DNS query or outside connection.
+
+It also proves the story reaches its end (issue 12, item 2): the promotion gate decides,
+the summary says so, and the decision with its evidence is on the challenger's MLflow
+version. The demo runs with ``--keep-running``: every URL of its summary must answer
+while it waits, and SIGTERM must end it with status 0 and no process of it left behind.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 import yaml
 from loop_support import LABEL_DELAY_DAYS, POPULATION, SMALL_MONITOR, SMALL_TRAIN
+from mlflow import MlflowClient
 from offline_support import attempts, offline_prefix, require_offline_tools, users_environment
 
 from fraudops.experiments.routing import load_routing
 from fraudops.local.demo import DEMO_BRANCH
+from fraudops.local.demo_story import SUMMARY_FILE
 from fraudops.local.servers import free_port
+from fraudops.tracking.registry import (
+    CHAMPION,
+    DECISION_NUMBER_PREFIX,
+    DECISION_REASON_TAG,
+    DECISION_TAG,
+)
+from pipelines.promotion import DECISION_RUN_TAG
 
 pytestmark = pytest.mark.slow
 
 SOURCE = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-#: Test-sized pace: no wall-clock wait per simulated day (``make demo`` waits 2 s).
-TEST_SIZED: tuple[str, ...] = ("--seconds-per-day", "0")
+#: Test-sized pace: no wall-clock wait per simulated day (``make demo`` waits 2 s), and
+#: four days of A/B traffic, however many the A/B plan would want (tests/unit/test_demo_plan
+#: covers the plan).
+TEST_SIZED = ("--seconds-per-day", "0", "--ab-days", "4", "--ab-max-days", "4")
+#: The small population sees a fraud or two in a few days of traffic: floors that low let
+#: the shadow report reach a verdict, so its evidence travels all the way to the gate.
+SMALL_AB = {"min_sample": 300, "min_frauds": 1}
 _GIT_IDENTITY = ("-c", "user.name=fraudops test", "-c", "user.email=test@fraudops.invalid")
 
 
@@ -53,6 +72,7 @@ def small_clone(root: Path) -> Path:
     params["train"].update(SMALL_TRAIN)
     params["monitor"].update(SMALL_MONITOR)
     params["features"]["label_delay_days"] = LABEL_DELAY_DAYS
+    params["ab"].update(SMALL_AB)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     git(root, *_GIT_IDENTITY, "commit", "--quiet", "--no-verify", "-m", "small", "params.yaml")
     return root
@@ -70,25 +90,47 @@ def demo_env() -> dict[str, str]:
     return env
 
 
-def run_demo(
-    clone: Path,
-    prefix: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
-    options: Sequence[str] = TEST_SIZED,
-    timeout_s: float = 1200,
-) -> subprocess.CompletedProcess[str]:
-    """``fraudops demo OPTIONS`` run from CLONE's root under PREFIX (a wrapper command, or
-    nothing), with ENV (default ``demo_env()``) and a port of its own; stdout and stderr."""
-    command = [*prefix, str(BIN / "fraudops"), "demo", "--port", str(free_port()), *options]
-    return subprocess.run(
-        command,
-        cwd=clone,
-        env=dict(demo_env() if env is None else env),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
+#: Inside the namespace: the demo with --keep-running (argv after the two paths); once its
+#: summary says the services are up, every URL in it is fetched, then SIGTERM ends it.
+#: What it saw goes to RESULT as JSON, the demo's output to OUTPUT (stdout, then stderr).
+KEEP_RUNNING = """
+import json, signal, subprocess, sys, time
+from pathlib import Path
+import httpx
+
+summary, result, output, *command = sys.argv[1:]
+summary, seen = Path(summary), {"answers": {}, "summary": None}
+with open(output + ".out", "w") as out, open(output + ".err", "w") as err:
+    demo = subprocess.Popen(command, stdout=out, stderr=err)
+    deadline = time.monotonic() + 1800
+    while demo.poll() is None and time.monotonic() < deadline:
+        if summary.exists() and json.loads(summary.read_text())["running"]:
+            seen["summary"] = json.loads(summary.read_text())
+            break
+        time.sleep(2)
+    for name, url in (seen["summary"] or {}).get("urls", {}).items():
+        try:
+            seen["answers"][name] = httpx.get(url, timeout=30).status_code
+        except httpx.HTTPError as error:
+            seen["answers"][name] = repr(error)
+    demo.send_signal(signal.SIGTERM)
+    seen["returncode"] = demo.wait(timeout=300)
+Path(result).write_text(json.dumps(seen))
+"""
+
+
+def processes_in(root: Path) -> list[str]:
+    """Every live process whose working directory is ROOT or below it, as pid and argv."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cwd = Path(os.readlink(proc / "cwd"))
+            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # not a process, gone meanwhile, or a zombie: none of them runs
+            continue
+        if cwd == root or root in cwd.parents:
+            found.append(f"{proc.name}: {argv}")
+    return found
 
 
 #: Inside the demo's worktree: the Evidently UI up, its project served, then stopped.
@@ -115,23 +157,70 @@ exit $status
 """
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(2400)
 def test_the_demo_offline_leaves_a_fresh_clone_as_committed_and_phones_nobody(tmp_path: Path):
-    """The demo (train, serve with traffic, monitor, drift-triggered retraining, reports),
-    then the dashboards, run where only loopback exists and every connect is traced, as on
-    a user's machine (no test or CI markers, which some libraries read as "stay quiet")."""
+    """The demo (train, serve with traffic, monitor, drift-triggered retraining, shadow, A/B
+    with its labels, the promotion decision), kept running until SIGTERM, then the
+    dashboards, run where only loopback exists and every connect is traced, as on a
+    user's machine (no test or CI markers, which some libraries read as "stay quiet")."""
     require_offline_tools()
     clone = small_clone(tmp_path.resolve() / "clone")  # as git and the demo name it
     demo_trace, dashboards_trace = tmp_path / "demo.trace", tmp_path / "dashboards.trace"
+    worktree = clone / ".fraudops" / "demo"
+    state = worktree / ".fraudops"
+    result, output = tmp_path / "keep-running.json", tmp_path / "demo"
+    demo = [str(BIN / "fraudops"), "demo", "--port", str(free_port()), *TEST_SIZED]
 
-    done = run_demo(clone, prefix=offline_prefix(demo_trace), env=users_environment(demo_env()))
+    keep_running = [str(state / SUMMARY_FILE), str(result), str(output), *demo, "--keep-running"]
+    kept = subprocess.run(
+        [*offline_prefix(demo_trace), str(BIN / "python"), "-c", KEEP_RUNNING, *keep_running],
+        cwd=clone,
+        env=users_environment(demo_env()),
+        capture_output=True,
+        text=True,
+        timeout=2200,
+        check=False,
+    )
 
-    printed = done.stdout + done.stderr
-    assert done.returncode == 0, printed[-6000:]
+    stdout = Path(f"{output}.out").read_text() if Path(f"{output}.out").exists() else ""
+    printed = stdout + (Path(f"{output}.err").read_text() if Path(f"{output}.err").exists() else "")
+    assert kept.returncode == 0 and result.exists(), kept.stdout + kept.stderr + printed[-6000:]
+    seen = json.loads(result.read_text())
+    assert seen["summary"] is not None, printed[-6000:]
+    assert seen["returncode"] == 0, printed[-6000:]
+    assert processes_in(clone) == []
     assert attempts(demo_trace).phoned_nobody, attempts(demo_trace)
     assert re.search(r"challenger version \d+ is in shadow", printed), printed[-6000:]
-    assert re.search(r"Shadow: \S+ v\d+ \(challenger\)", done.stdout), done.stdout
-    assert "A/B: challenger vs champion" in done.stdout, done.stdout
+    assert re.search(r"Shadow: \S+ v\d+ \(challenger\)", stdout), stdout
+    assert "A/B: challenger vs champion" in stdout, stdout
+
+    # While it ran: the API, Prefect, MLflow and Evidently each answered at its URL.
+    urls = seen["summary"]["urls"]
+    assert len(urls) == 4 and seen["answers"] == dict.fromkeys(urls, 200), seen
+
+    # The decision: in the summary, and on the challenger's MLflow version with its evidence.
+    found = re.search(
+        r"decision: (promoted|rejected) version (\d+); champion is version (\d+)", printed
+    )
+    assert found, printed[-6000:]
+    outcome, judged, champion = found.groups()
+    assert (champion == judged) == (outcome == "promoted")
+    decision = seen["summary"]["decision"]
+    assert (decision["outcome"], decision["version"]) == (outcome, judged)
+    client = MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
+    name = "fraud-detector"
+    tags = client.get_model_version(name, judged).tags
+    assert tags[DECISION_TAG] == outcome
+    assert tags[DECISION_REASON_TAG] == decision["reason"]
+    assert str(client.get_registered_model(name).aliases[CHAMPION]) == champion
+    numbers = {key.removeprefix(DECISION_NUMBER_PREFIX) for key in tags}
+    assert {"challenger.average_precision", "champion.average_precision"} <= numbers
+    assert "shadow.agreement" in numbers, tags  # the shadow report's verdict was weighed
+    decision_run = client.get_run(tags[DECISION_RUN_TAG])
+    assert decision_run.data.tags[DECISION_TAG] == outcome
+    assert decision_run.data.metrics["challenger.average_precision"] == pytest.approx(
+        float(tags[DECISION_NUMBER_PREFIX + "challenger.average_precision"])
+    )
 
     # The clone: nothing changed, nothing new, the defaults as committed.
     assert git(clone, "status", "--porcelain") == ""
@@ -152,8 +241,6 @@ def test_the_demo_offline_leaves_a_fresh_clone_as_committed_and_phones_nobody(tm
 
     # What the demo made is where it said: data versions as commits on its branch, its
     # worktree clean, its live routing policy in that worktree's state directory.
-    worktree = clone / ".fraudops" / "demo"
-    state = worktree / ".fraudops"
     assert f"a git worktree on branch {DEMO_BRANCH}" in printed
     assert f"cd {worktree} && fraudops dashboards" in printed
     assert (worktree / "monitoring" / "workspace").is_dir()

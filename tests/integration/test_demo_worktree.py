@@ -18,6 +18,7 @@ from fraudops.local.demo import (
     checkout_root,
     commit_data_version,
     make_worktree,
+    worktree_settings,
 )
 
 _IDENTITY = ("-c", "user.name=fraudops test", "-c", "user.email=test@fraudops.invalid")
@@ -75,3 +76,22 @@ def test_the_demo_needs_a_git_checkout(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # wherever tmp is
     with pytest.raises(DemoError, match="not in a git checkout"):
         checkout_root(tmp_path)
+
+
+def test_the_demo_reads_its_stages_records_where_its_commands_wrote_them(
+    checkout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summary reads the registry, monitoring reports and data of the worktree, with
+    the worktree's .env, however the demo itself was started."""
+    (checkout / ".env").write_text("FRAUDOPS_MONITORING_REPORTS_DIR=reports/monitoring\n")
+    tree = make_worktree(checkout, checkout / ".fraudops" / "demo")
+    elsewhere = checkout.parent / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no .env here, and relative paths would land here
+
+    settings = worktree_settings(tree)
+
+    assert settings.home == tree.home
+    assert settings.monitoring_reports_dir == tree.root / "reports" / "monitoring"
+    assert settings.raw_dir == tree.root / "data" / "raw"
+    assert settings.tracking_uri == f"sqlite:///{tree.home.resolve() / 'mlflow.db'}"

@@ -147,8 +147,10 @@ def promote(
     With --ab-report / --shadow-report, each report that reached a verdict is one more check
     the challenger must pass; the decision and every check land on its MLflow version.
     """
+    from mlflow.exceptions import MlflowException
+
     from fraudops.data.validation import BatchRejected
-    from fraudops.tracking.registry import MlflowException, RegistryError
+    from fraudops.tracking.registry import RegistryError
 
     expected = (BatchRejected, RegistryError, MlflowException, LookupError, OSError, ValueError)
 
@@ -157,7 +159,7 @@ def promote(
     if force and (ab_report or shadow_report):
         raise fail("--force skips the gate, so it weighs no report")
     try:
-        if force:
+        if force and version is not None:  # --force without --version was refused above
             _force_promote(version, reason)
             return
         use_prefect()

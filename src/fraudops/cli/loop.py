@@ -275,16 +275,38 @@ def demo(
     seconds_per_day: Annotated[
         float, typer.Option(min=0, help="Wall-clock seconds per simulated day of traffic.")
     ] = 2.0,
+    ab_days: Annotated[
+        int, typer.Option(min=1, help="First days of A/B traffic, before its plan is known.")
+    ] = 3,
+    ab_max_days: Annotated[
+        int, typer.Option(min=1, help="Most days of A/B traffic: a larger plan is not run.")
+    ] = 10,
+    keep_running: Annotated[
+        bool, typer.Option(help="After the summary, keep every service up until Ctrl-C.")
+    ] = False,
 ) -> None:
-    """The whole loop on this machine: data, DVC, training, serving, drift, retraining, shadow.
+    """The whole loop on this machine, from data to a promotion decision.
 
-    It runs in a git worktree of its own (FRAUDOPS_HOME/demo, branch fraudops-demo), where
-    its data versions are commits and its state is git-ignored: this checkout stays as
-    committed. The end of its output says where everything is.
+    Data, DVC, training, serving, drift, retraining, shadow, A/B with its labels, and the
+    promotion gate weighing them; then a summary of each stage and every URL. It runs in a
+    git worktree of its own (FRAUDOPS_HOME/demo, branch fraudops-demo), where its data
+    versions are commits and its state is git-ignored: this checkout stays as committed.
     """
+    import signal
+    import sys
+
     from fraudops.local.demo import DemoError, DemoOptions, run_loop
 
-    options = DemoOptions(port=port, drift_days=drift_days, seconds_per_day=seconds_per_day)
+    options = DemoOptions(
+        port=port,
+        drift_days=drift_days,
+        seconds_per_day=seconds_per_day,
+        ab_days=ab_days,
+        ab_max_days=max(ab_max_days, ab_days),
+        keep_running=keep_running,
+    )
+    # SIGTERM unwinds like Ctrl-C, so every service the demo started is stopped with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         run_loop(options)
     except DemoError as exc:

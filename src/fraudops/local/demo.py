@@ -21,13 +21,18 @@ and the worktree in ``.git``, not in the working tree.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -36,6 +41,20 @@ from rich.console import Console
 from fraudops.config import Params, Settings, get_settings
 from fraudops.data.versioning import data_version
 from fraudops.experiments.routing import CHAMPION, RoutingConfig, ShadowPolicy
+from fraudops.local.demo_story import (
+    SUMMARY_FILE,
+    Story,
+    ab_facts,
+    ab_lines,
+    decision_facts,
+    decision_lines,
+    drift_facts,
+    number,
+    shadow_facts,
+    shadow_lines,
+    share,
+    training_facts,
+)
 
 console = Console(stderr=True)
 
@@ -68,6 +87,10 @@ class DemoOptions:
     port: int = 8000
     drift_days: int = 8
     seconds_per_day: float = 2.0
+    ab_days: int = 3  # first days of A/B traffic, before its plan is known
+    ab_max_days: int = 10
+    ab_share: int = 50  # percent of customers in the challenger's arm
+    keep_running: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,6 +222,7 @@ class _Demo:
         self.pace = ("--seconds-per-day", str(options.seconds_per_day))
         self.story = Story()
         self.children: list[subprocess.Popen[bytes]] = []
+        self.servers = contextlib.ExitStack()
 
     def run(self) -> None:
         from fraudops.local.servers import PrefectServer
@@ -206,8 +230,10 @@ class _Demo:
         self.prepare_data()
         self.logs.mkdir(parents=True, exist_ok=True)
         self.reports.mkdir(parents=True, exist_ok=True)
-        prefect = PrefectServer(self.tree.home / "prefect", log_dir=self.logs)
-        with prefect:
+        with self.servers:
+            prefect = self.servers.enter_context(
+                PrefectServer(self.tree.home / "prefect", log_dir=self.logs)
+            )
             self.env["PREFECT_API_URL"] = prefect.api_url
             console.print(f"Prefect UI: {prefect.url}")
             self.story.urls["Prefect UI (flow runs, the drift automation)"] = prefect.url
@@ -226,8 +252,6 @@ class _Demo:
             finally:
                 for child in reversed(self.children):
                     stop(child)
-        if not self.options.keep_running:
-            show_where(self.tree)
 
     # --- the stages ------------------------------------------------------------------------
 
@@ -304,8 +328,7 @@ class _Demo:
         version = data_version(self.tree.root / "data.dvc")
         commit = commit_data_version(
             self.tree,
-            f"demo: data version {version}, with the matured drift traffic retraining learnt "
-            "from",
+            f"demo: data version {version}, with the matured drift traffic retraining learnt from",
             "data.dvc",
         )
         from fraudops.tracking.registry import configure_mlflow
@@ -324,11 +347,24 @@ class _Demo:
         return challenger
 
     def ab_test(self) -> str:
-        """A/B with the challenger shadowing the rest, labels drained; the window's start."""
-        since = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+        """A/B with the challenger shadowing the rest until the test's planned sample is in.
+
+        The test is fixed-horizon: its sample size follows from the champion's rate, known
+        only once some labels are in. So a first few days run, the report says how many
+        labelled transactions per arm the plan needs, and the traffic goes on, at the rate
+        seen, until it has them, if that fits in ``ab_max_days``; otherwise the report's
+        NEED_MORE_DATA stands, with what the plan needs. Returns the window's start.
+        """
+        since = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0).isoformat()
         share_of_challenger = route_ab_with_shadow(self.url, self.key, self.options.ab_share)
         days = self.options.ab_days
         self.run_command("fraudops", "simulate-traffic", "--days", str(days), *self.pace)
+        ab = self.report_ab(since)
+        while more := more_ab_days(ab, days, self.options.ab_max_days):
+            console.print(f"the A/B plan needs {more} more days of labelled traffic")
+            self.run_command("fraudops", "simulate-traffic", "--days", str(more), *self.pace)
+            days += more
+            ab = self.report_ab(since)
         self.story.add(
             "A/B traffic",
             [
@@ -339,22 +375,23 @@ class _Demo:
             days=days,
             challenger_share=share_of_challenger,
         )
-        return since.isoformat()
+        return since
+
+    def report_ab(self, since: str) -> dict[str, Any]:
+        ab_json = self.reports / "ab.json"
+        self.run_command("fraudops", "report", "ab", "--since", since, "--json", str(ab_json))
+        return ab_facts(ab_json)
 
     def decide(self, challenger: str, since: str) -> None:
         """The shadow and A/B reports on the A/B window, then the gate weighing them."""
         shadow_json, ab_json = self.reports / "shadow.json", self.reports / "ab.json"
-        window = ("--since", since)
-        self.run_command("fraudops", "report", "shadow", *window, "--json", str(shadow_json))
-        lift = str(self.options.ab_lift)
         self.run_command(
-            "fraudops", "report", "ab", *window, "--min-detectable-lift", lift,
-            "--json", str(ab_json),
-        )  # fmt: skip
-        shadow = shadow_facts(shadow_json)
-        self.story.add("shadow report", shadow_lines(shadow), **shadow)
+            "fraudops", "report", "shadow", "--since", since, "--json", str(shadow_json)
+        )
         ab = ab_facts(ab_json)
         self.story.add("A/B report", ab_lines(ab), **ab)
+        shadow = shadow_facts(shadow_json)
+        self.story.add("shadow report", shadow_lines(shadow), **shadow)
         self.run_command(
             "fraudops", "promote", "--ab-report", str(ab_json), "--shadow-report", str(shadow_json)
         )
@@ -367,23 +404,19 @@ class _Demo:
         """The summary, printed and written; the UIs started first when they stay up."""
         if self.options.keep_running:
             self.start_uis()
-        else:
-            self.story.urls |= {
-                "MLflow UI": f"cd {self.tree.root} && mlflow ui --backend-store-uri "
-                f"{self.settings.tracking_uri}",
-                "Evidently UI": f"cd {self.tree.root} && fraudops dashboards",
-            }
         self.story.running = self.options.keep_running
         self.story.show(console)
+        show_where(self.tree)
         self.story.write(self.tree.home / SUMMARY_FILE)
 
     def start_uis(self) -> None:
         from fraudops.local.servers import MlflowServer, free_port
 
-        mlflow = MlflowServer(
-            self.settings.tracking_uri, self.tree.home / "mlartifacts", log_dir=self.logs
+        mlflow = self.servers.enter_context(
+            MlflowServer(
+                self.settings.tracking_uri, self.tree.home / "mlartifacts", log_dir=self.logs
+            )
         )
-        self.children.append(_ServerChild(mlflow.start()))
         self.story.urls["MLflow UI (runs, the registry's aliases and decisions)"] = mlflow.url
         port = free_port()
         self.start(["fraudops", "dashboards", "--port", str(port)], "dashboards")
@@ -399,7 +432,7 @@ class _Demo:
         except KeyboardInterrupt:
             console.print("stopping")
             return
-        raise DemoError("a service of the demo stopped on its own; see its log in " + str(self.logs))
+        raise DemoError(f"a service of the demo stopped on its own; see the logs in {self.logs}")
 
     # --- processes -------------------------------------------------------------------------
 
@@ -411,7 +444,9 @@ class _Demo:
         """Run a step in the foreground, in a process group of its own so that an
         interrupted demo leaves none of its children behind."""
         console.rule(" ".join(args))
-        child = subprocess.Popen(list(args), cwd=self.tree.root, env=self.env, start_new_session=True)
+        child = subprocess.Popen(
+            list(args), cwd=self.tree.root, env=self.env, start_new_session=True
+        )
         try:
             returncode = child.wait()
         finally:
@@ -434,55 +469,73 @@ class _Demo:
             )
 
 
+def more_ab_days(ab: dict[str, Any], days: int, max_days: int) -> int:
+    """Days of traffic the A/B plan still needs after DAYS, at the labelled rate seen so far.
+
+    0 when the test has its verdict, when no sample can show the lift (the plan has
+    comparisons but no size), or when the plan needs more than MAX_DAYS in all: running
+    part of the way would only delay the demo, and the report says what the plan needs.
+    While the floors of any verdict are not met, as many days again, up to MAX_DAYS.
+    """
+    if ab["recommendation"] != "need_more_data":
+        return 0
+    have, required = min(ab["labelled"].values()), ab["required_per_arm"]
+    if not ab["planned"]:
+        return max(0, min(days, max_days - days))
+    if required is None or not have:
+        return 0
+    more = math.ceil(days * (required - have) / have)
+    return more if days + more <= max_days else 0
+
+
 def worktree_settings(tree: Worktree) -> Settings:
     """The settings the demo's commands see: the worktree's ``.env``, its home, and every
     relative path taken from the worktree, as the commands run there."""
-    found = Settings(_env_file=tree.root / ".env", home=tree.home)  # type: ignore[call-arg]
+    found = Settings(_env_file=tree.root / ".env", home=tree.home)
     paths = ("data_dir", "monitoring_workspace", "monitoring_reports_dir")
-    return found.model_copy(
-        update={name: tree.root / getattr(found, name) for name in paths}
-    )
+    return found.model_copy(update={name: tree.root / getattr(found, name) for name in paths})
 
 
-class _ServerChild:
-    """A started ``ServerProcess`` seen as a child: polled, and stopped with the others."""
-
-    def __init__(self, server: Any) -> None:
-        self.server = server
-        self.pid = server._process.pid
-
-    def poll(self) -> int | None:
-        return self.server._process.poll()
-
-
-def stop(child: Any, grace_s: float = 30.0) -> None:
-    """Stop CHILD's whole process group: SIGTERM, then SIGKILL after GRACE_S."""
-    if isinstance(child, _ServerChild):
-        child.server.stop()
-        return
+def stop(child: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """Stop CHILD's whole process group (it leads one): SIGTERM, SIGKILL after GRACE_S."""
     if child.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
     with contextlib.suppress(ProcessLookupError):  # what the leader left of its group
         os.killpg(child.pid, signal.SIGKILL)
     child.wait()
 
 
-def wait_ready(url: str, timeout_s: float = 120) -> None:
-    """Block until the scoring API answers /ready with 200."""
+def show_where(tree: Worktree) -> None:
+    """Where the demo's data versions and state are, and the commands that open them."""
+    demo_settings = Settings(home=tree.home)
+    log = _git(tree.root, "log", "--oneline", f"{tree.base}..{tree.branch}")
+    console.print(
+        f"The demo ran in {tree.root}, a git worktree on branch {tree.branch}; "
+        f"{tree.checkout} is as it was.\n"
+        f"Data versions, committed on {tree.branch}:\n"
+        + "".join(f"  {line}\n" for line in log.splitlines())
+        + f"State (MLflow, Prefect, prediction log, live routing, logs): {tree.home}\n"
+        f"Dashboards: cd {tree.root} && fraudops dashboards, then open http://127.0.0.1:8085\n"
+        f"MLflow UI:  mlflow ui --backend-store-uri {demo_settings.tracking_uri}\n"
+        f"Remove it:  git worktree remove --force {tree.root} && git branch -D {tree.branch}",
+        **_VERBATIM,
+    )
+
+
+def wait_ready(url: str, timeout_s: float = 120, path: str = "/ready") -> None:
+    """Block until URL answers PATH with 200 (the scoring API's readiness by default)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    raise DemoError(f"the scoring API at {url} was not ready within {timeout_s:.0f} s")
+    raise DemoError(f"{url}{path} did not answer within {timeout_s:.0f} s")
 
 
 def wait_for_shadow(url: str, timeout_s: float = 900) -> str:
@@ -499,13 +552,16 @@ def wait_for_shadow(url: str, timeout_s: float = 900) -> str:
     raise DemoError(f"no challenger reached shadow within {timeout_s:.0f} s")
 
 
-def route_ab_with_shadow(url: str, key: str) -> None:
-    """Send a fifth of customers to the challenger and shadow it on the rest."""
+def route_ab_with_shadow(url: str, key: str, challenger_share: int) -> int:
+    """Send CHALLENGER_SHARE % of customers to the challenger and shadow it on the rest.
+
+    Half and half is the quickest A/B for its sample size; the rest is still shadowed, so
+    the shadow report compares both models on the same requests.
+    """
     from fraudops.tracking.registry import CHALLENGER
 
-    routing = RoutingConfig(
-        mode="ab", weights={CHAMPION: 80, CHALLENGER: 20}, shadow=ShadowPolicy(alias=CHALLENGER)
-    )
+    weights = {CHAMPION: 100 - challenger_share, CHALLENGER: challenger_share}
+    routing = RoutingConfig(mode="ab", weights=weights, shadow=ShadowPolicy(alias=CHALLENGER))
     response = httpx.put(
         f"{url}/admin/routing",
         headers={"X-API-Key": key},
@@ -514,4 +570,8 @@ def route_ab_with_shadow(url: str, key: str) -> None:
     )
     if response.status_code != 200:
         raise DemoError(f"routing change refused: {response.status_code} {response.text}")
-    console.print("routing: A/B champion 80 / challenger 20, challenger shadowing the rest")
+    console.print(
+        f"routing: A/B champion {weights[CHAMPION]} / challenger {challenger_share}, "
+        "challenger shadowing the rest"
+    )
+    return challenger_share

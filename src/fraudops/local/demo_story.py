@@ -150,6 +150,7 @@ def ab_facts(path: Path) -> dict[str, Any]:
         "labelled": {arm.arm: arm.labelled for arm in result.arms},
         "frauds": {arm.arm: arm.frauds for arm in result.arms},
         "required_per_arm": result.required_per_arm,
+        "planned": bool(result.comparisons),  # past the floors: the plan's size is known
         "control": primary.control if primary else None,
         "treatment": primary.treatment if primary else None,
         "p_value": primary.p_value if primary else None,
