@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect
 from fraudops.config import Settings, get_settings
 from serving.fast_path import RequestMetrics, ScoringApp
 from serving.metrics import ServingMetrics
-from serving.routes import json_response, openapi_document, routes
+from serving.routes import add_docs_pages, json_response, openapi_document, routes
 from serving.runtime import Runtime
 from serving.scoring import INTERNAL_ERROR, MAX_BODY_BYTES, ServiceUnavailable, http_problem
 from serving.security import BodySizeLimit
@@ -54,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Fraud scores for card transactions, with A/B and shadow routing.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load from a CDN; add_docs_pages serves them locally
+        redoc_url=None,
     )
     app.state.runtime = runtime
     app.state.metrics = metrics
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics, metrics=metrics)
     _add_error_handlers(app)
     app.include_router(routes())
+    add_docs_pages(app)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 

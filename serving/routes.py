@@ -6,18 +6,23 @@ the bytes (strict JSON mode: ``"12"`` is not a number, ISO strings are datetimes
 responses are written with orjson, skipping FastAPI's response re-validation; the OpenAPI
 document still declares both, so clients and the schemathesis run see the real contract.
 The plain single score usually never reaches these routes: `serving.fast_path` answers it
-first, with the same `serving.scoring` code.
+first, with the same `serving.scoring` code. The pages that show the document (/docs,
+/redoc) load their scripts and styles from the API itself, never from a CDN.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
 
 from fraudops.experiments.routing import RoutingConfig
@@ -55,6 +60,18 @@ from serving.security import API_KEY_HEADER, is_admin, require_admin
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
 _BOOLEANS |= {"false": False, "0": False, "no": False, "off": False}
 _BODY_MODELS: tuple[type[BaseModel], ...] = (Transaction, TransactionBatch, Feedback, RoutingConfig)
+#: Where the docs pages' Swagger UI, ReDoc and icon are served from, and the files behind it:
+#: the copies the fastapi-offline package ships (Swagger UI 5, which reads OpenAPI 3.1).
+DOCS_ASSETS_PATH = "/docs/assets"
+_DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
+#: What a docs page may load, enforced by the browser: this origin only. ReDoc's sidebar has
+#: its maker's logo built in, fetched from their CDN; with this policy it is never asked for.
+#: Inline code is the page's own start-up script and the UIs' styles; ReDoc searches in a
+#: worker it makes from a blob.
+_DOCS_POLICY = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:"
+}
 
 
 # --- reading requests, writing answers ----------------------------------------------------
@@ -361,3 +378,48 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             components[model.__name__] = schema
         app.openapi_schema = document
     return app.openapi_schema
+
+
+def add_docs_pages(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc, with every file they load served by the app itself.
+
+    FastAPI's own pages make the browser fetch Swagger UI, ReDoc and fonts from public
+    hosts: a request the project never makes, and a blank page offline. The app must be
+    built with ``docs_url=None, redoc_url=None`` so these are the only ones. Each page also
+    tells the browser to load nothing from anywhere else (`_DOCS_POLICY`).
+    """
+    app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=_DOCS_ASSETS_DIR), name="docs-assets")
+    app.add_route("/docs", _swagger_ui, include_in_schema=False)
+    app.add_route("/redoc", _redoc, include_in_schema=False)
+
+
+def _docs_urls(request: Request) -> tuple[str, str]:
+    """The OpenAPI document's URL and the assets' prefix, under a proxy's root path."""
+    root = request.scope.get("root_path", "").rstrip("/")
+    return f"{root}{request.app.openapi_url}", f"{root}{DOCS_ASSETS_PATH}"
+
+
+async def _swagger_ui(request: Request) -> HTMLResponse:
+    openapi_url, assets = _docs_urls(request)
+    page = get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title=f"{request.app.title} - Swagger UI",
+        swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+        swagger_css_url=f"{assets}/swagger-ui.css",
+        swagger_favicon_url=f"{assets}/favicon.png",
+    )
+    page.headers.update(_DOCS_POLICY)
+    return page
+
+
+async def _redoc(request: Request) -> HTMLResponse:
+    openapi_url, assets = _docs_urls(request)
+    page = get_redoc_html(
+        openapi_url=openapi_url,
+        title=f"{request.app.title} - ReDoc",
+        redoc_js_url=f"{assets}/redoc.standalone.js",
+        redoc_favicon_url=f"{assets}/favicon.png",
+        with_google_fonts=False,
+    )
+    page.headers.update(_DOCS_POLICY)
+    return page

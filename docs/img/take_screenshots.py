@@ -25,13 +25,10 @@ import argparse
 import contextlib
 import datetime as dt
 import io
-import json
 import os
-import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -65,10 +62,6 @@ PAGE_TIMEOUT_MS = 90_000
 #: How long to wait for a page to stop loading; MLflow's UI polls and never does.
 IDLE_TIMEOUT_MS = 10_000
 HOST = "127.0.0.1"
-#: jsDelivr's address of a file of an npm package, as FastAPI's /docs page asks for one.
-JSDELIVR_NPM = re.compile(
-    r"https://cdn\.jsdelivr\.net/npm/(?P<package>[\w.-]+)@(?P<version>[\w.-]+)/(?P<file>[\w./-]+)"
-)
 MLFLOW_ASSISTANT_CLOSE = 'button[aria-label="Close"]'
 BIN = Path(sys.executable).parent
 
@@ -297,12 +290,10 @@ def shots(stack: Stack, pages_dir: Path) -> list[Shot]:
     ]
 
 
-def take(shot_list: Sequence[Shot], out: Path, dom_dir: Path | None, assets: Path) -> None:
+def take(shot_list: Sequence[Shot], out: Path, dom_dir: Path | None) -> None:
     """Open each page in headless Chromium, wait for its content, save a palette PNG.
 
-    Only 127.0.0.1 and local files are reached: a CDN asset a page asks for (the API's
-    /docs loads Swagger UI from jsDelivr) is answered from its npm package, fetched once
-    into ASSETS; any other outside request is refused and named.
+    Only 127.0.0.1 and local files are reached: any outside request is refused and named.
     """
     refused: list[str] = []
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
@@ -314,7 +305,7 @@ def take(shot_list: Sequence[Shot], out: Path, dom_dir: Path | None, assets: Pat
             viewport=VIEWPORT,
         )
         try:
-            browser.route("**/*", lambda route: _answer_locally(route, assets, refused))
+            browser.route("**/*", lambda route: _answer_locally(route, refused))
             page = browser.new_page()
             for shot in shot_list:
                 _take_one(page, shot, out, dom_dir)
@@ -324,36 +315,14 @@ def take(shot_list: Sequence[Shot], out: Path, dom_dir: Path | None, assets: Pat
         print(f"refused an outside request: {url}", flush=True)
 
 
-def _answer_locally(route: Route, assets: Path, refused: list[str]) -> None:
+def _answer_locally(route: Route, refused: list[str]) -> None:
     url = route.request.url
     parts = urlsplit(url)
     if parts.scheme in ("file", "data") or parts.hostname == HOST:
         route.continue_()
-    elif match := JSDELIVR_NPM.fullmatch(url):
-        route.fulfill(path=npm_file(assets, match["package"], match["version"], match["file"]))
     else:
         refused.append(url)
         route.abort("blockedbyclient")
-
-
-def npm_file(assets: Path, package: str, version: str, file: str) -> Path:
-    """FILE of the npm package PACKAGE@VERSION (what jsDelivr serves), packed once by npm."""
-    folder = assets / f"{package}@{version}"
-    if not folder.is_dir():
-        assets.mkdir(parents=True, exist_ok=True)
-        command = ["npm", "pack", f"{package}@{version}", "--pack-destination", str(assets)]
-        command += ["--json", "--no-update-notifier", "--no-fund", "--no-audit"]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise ScreenshotError(f"`{' '.join(command)}` failed: {done.stderr.strip()}")
-        tarball = assets / json.loads(done.stdout)[0]["filename"]
-        with tarfile.open(tarball) as archive:
-            archive.extractall(folder, filter="data")
-        tarball.unlink()
-    path = (folder / "package" / file).resolve()
-    if not path.is_relative_to(folder.resolve()) or not path.is_file():
-        raise ScreenshotError(f"{package}@{version} has no file {file}")
-    return path
 
 
 def _take_one(page: Page, shot: Shot, out: Path, dom_dir: Path | None) -> None:
@@ -421,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with serve_state(logs) as stack, tempfile.TemporaryDirectory() as pages:
             added = add_monitoring_windows(stack.prefect_api_url, args.windows)
             print(f"{added} monitoring windows added", flush=True)
-            take(shots(stack, Path(pages)), out, dom_dir, worktree / ".fraudops" / "npm")
+            take(shots(stack, Path(pages)), out, dom_dir)
     except ScreenshotError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
