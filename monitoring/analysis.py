@@ -2,7 +2,7 @@
 
 ``analyse_window`` takes the two frames a monitoring flow has at hand — the reference
 sample logged with the champion's training run and a window read with
-``fraudops.logs.prediction_log.read_predictions`` — so it runs the same in a test without
+``fraudops.logs.readers.read_predictions`` — so it runs the same in a test without
 MLflow or a database. It never raises for a window that is merely empty or small (that is
 ``insufficient_data``); a window it cannot analyse, or an Evidently failure, raises
 ``MonitoringError`` naming the window, so a scheduled flow can record it and go on next
@@ -105,10 +105,16 @@ def analyse_window(
     ref_sample = sample_rows(ref, monitor.sample_size, monitor.seed)
     counts = counts.model_copy(update={"sampled_rows": len(sample)})
     assessed = can_assess_quality(counts, monitor)
-    labels = {"timestamp": when, "metadata": {"window_id": window_id}}
+    metadata = {"window_id": window_id}
     with _reported(window_id, "Evidently drift report"):
         drift_snapshot, data_drift, target_drift = run_drift(
-            ref_sample, sample, features, monitor, target=assessed, **labels
+            ref_sample,
+            sample,
+            features,
+            monitor,
+            target=assessed,
+            timestamp=when,
+            metadata=metadata,
         )
     snapshots, quality = {"drift": drift_snapshot}, None
     notes = _constant_notes(ref_sample, sample, features)
@@ -121,7 +127,11 @@ def analyse_window(
         )
         with _reported(window_id, "Evidently quality report"):
             snapshots["quality"] = run_quality(
-                labelled(out_of_sample(ref_sample)), labelled(sample), threshold=threshold, **labels
+                labelled(out_of_sample(ref_sample)),
+                labelled(sample),
+                threshold=threshold,
+                timestamp=when,
+                metadata=metadata,
             )
     else:
         notes.append(

@@ -18,10 +18,12 @@ default) of being created.
 from __future__ import annotations
 
 import argparse
+from typing import cast
 
 from prefect import serve
-from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
+from prefect.types.entrypoint import EntrypointType
 
 from pipelines.monitoring_flow import monitoring_flow
 from pipelines.retraining import DRIFT_EVENT, MONITOR_RESOURCE, retrain_flow
@@ -67,7 +69,12 @@ def deployments(
         description="Retrain on matured traffic when monitoring reports drift, or when run by "
         "hand (a manual run skips the cool-down; give requested_by and reason).",
     )
-    return {"monitoring": monitor, "retraining": retrain}
+    # `to_deployment` is typed for async callers too; called from sync code it returns the
+    # deployment itself, never a coroutine.
+    return {
+        "monitoring": cast(RunnerDeployment, monitor),
+        "retraining": cast(RunnerDeployment, retrain),
+    }
 
 
 def deployment_name(flow_name: str, deployment: str) -> str:

@@ -100,6 +100,8 @@ def find_baseline(client: MlflowClient, name: str) -> Baseline:
     champion = version_by_alias(client, name, CHAMPION)
     if champion is None:
         raise ReferenceMissing(f"{name!r} has no {CHAMPION}: train and register a model first")
+    if champion.run_id is None:
+        raise ReferenceMissing(f"{name!r} version {champion.version} was registered without a run")
     run = client.get_run(champion.run_id)
     folder, _, file = REFERENCE_ARTIFACT.rpartition("/")
     stored = {Path(item.path).name for item in client.list_artifacts(run.info.run_id, folder)}

@@ -105,7 +105,7 @@ def holdout_period(features: pl.DataFrame, params: Params) -> TimeSplit:
     retry_delay_seconds=IO_RETRY_DELAY_S,
     cache_policy=NO_CACHE,
 )
-def score_version(name: str, version: str, split: TimeSplit, params: Params) -> dict:
+def score_version(name: str, version: str, split: TimeSplit, params: Params) -> dict[str, float]:
     """Every metric of VERSION on the holdout; refused if it trained on holdout days."""
     with tempfile.TemporaryDirectory() as folder:
         model, card = logged_models.load_registered_model(f"models:/{name}/{version}", Path(folder))

@@ -52,10 +52,11 @@ from fraudops.data.datasets import check_raw, read_raw, write_raw
 from fraudops.data.schema import TX_DATETIME
 from fraudops.data.validation import validate_raw
 from fraudops.data.versioning import VersioningError, record_data_version
+from fraudops.experiments.routing import CHAMPION as CHAMPION_ONLY
 from fraudops.experiments.routing import RoutingConfig, ShadowPolicy
 from fraudops.local.traffic import journal_dir, matured_batch
 from fraudops.logs.database import open_prediction_log
-from fraudops.tracking.registry import CHALLENGER, CHAMPION
+from fraudops.tracking.registry import CHALLENGER
 from pipelines.training import (
     DATA_DVC_FILE,
     IO_RETRIES,
@@ -283,7 +284,7 @@ def shadow_challenger(settings: Settings) -> str:
         current = client.get("/v1/models", headers=headers).raise_for_status().json()
         configured = RoutingConfig.model_validate(current["routing"]["configured"])
         shadowed = RoutingConfig(
-            mode=CHAMPION, shadow=ShadowPolicy(alias=CHALLENGER), salt=configured.salt
+            mode=CHAMPION_ONLY, shadow=ShadowPolicy(alias=CHALLENGER), salt=configured.salt
         )
         client.put(
             "/admin/routing", headers=headers, json=shadowed.model_dump(mode="json")

@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_error_handlers(app)
     app.include_router(routes())
     add_docs_pages(app)
+    # FastAPI's documented way to supply the schema: replace the instance's openapi method.
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 

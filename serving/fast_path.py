@@ -150,4 +150,4 @@ class RequestMetrics:
 
 
 #: The app's own middlewares, whose work the fast path does itself (size check, count).
-_FAST_PATH_MIRRORS = (BodySizeLimit, RequestMetrics)
+_FAST_PATH_MIRRORS: tuple[object, ...] = (BodySizeLimit, RequestMetrics)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,6 +28,8 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from fraudops.logs.records import WriterStats
+
+_Child = TypeVar("_Child")
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -140,14 +143,14 @@ class ServingMetrics:
             ["outcome"],
             registry=registry,
         )
-        self._children: dict[tuple, object] = {}
+        self._children: dict[tuple[Callable[..., Any], tuple[str, ...]], Any] = {}
         self._models_shown: set[tuple[str, str, str, str]] = set()
         self._writer_seen = WriterStats(0, 0, 0, 0, 0)
 
-    def child(self, factory: Callable[..., object], *labels: str) -> object:
+    def child(self, factory: Callable[..., _Child], *labels: str) -> _Child:
         """The cached child of a labelled metric; ``factory`` is the metric's ``labels``."""
         key = (factory, labels)
-        found = self._children.get(key)
+        found: _Child | None = self._children.get(key)
         if found is None:
             found = self._children[key] = factory(*labels)
         return found

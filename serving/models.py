@@ -131,9 +131,12 @@ class LoadedModel:
         """Fraud probabilities of a matrix of rows (a batch request)."""
         if self.flat_trees is not None:
             return self.flat_trees.probabilities(rows)
+        scores: np.ndarray  # both libraries type their predictions as Any
         if isinstance(self.estimator, xgb.Booster):
-            return self.estimator.inplace_predict(rows)
-        return self.estimator.predict_proba(rows)[:, 1]
+            scores = self.estimator.inplace_predict(rows)
+        else:
+            scores = self.estimator.predict_proba(rows)[:, 1]
+        return scores
 
     def decide(self, score: float) -> bool:
         """Alert when the score reaches the threshold chosen in training (same rule)."""

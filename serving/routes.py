@@ -159,7 +159,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def _runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+    runtime: Runtime = request.app.state.runtime  # Starlette's state holds Any
+    return runtime
 
 
 #: Declared by hand: a FastAPI header parameter would cost dependency solving per request.

@@ -182,6 +182,7 @@ class RoutingPolicyView(RoutingConfig):
     so to choose an arm by choosing the customer id; who may change the policy may read it.
     """
 
+    # The view widens the policy's salt to optional: that is its point, and pydantic allows it.
     salt: str | None = Field(  # type: ignore[assignment]
         None,
         description="Only with the admin key (X-API-Key); absent otherwise. Change it to "

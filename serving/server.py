@@ -81,6 +81,7 @@ class ServingProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_for = _NOTHING
 
+    # uvicorn's protocol narrows asyncio's BaseTransport to Transport, and so does this override.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._watch()  # the first request's headers are owed from now

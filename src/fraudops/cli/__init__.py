@@ -13,7 +13,8 @@ from __future__ import annotations
 from fraudops.cli import prepare, lifecycle, services, compare, loop  # noqa: F401
 
 # isort: on
-from fraudops.cli.base import PREFECT_STARTUP_TIMEOUT, app, console, get_settings
+from fraudops.cli.base import PREFECT_STARTUP_TIMEOUT, app, console
+from fraudops.config import get_settings
 
 __all__ = ["app", "main"]
 

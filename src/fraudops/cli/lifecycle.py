@@ -147,10 +147,8 @@ def promote(
     With --ab-report / --shadow-report, each report that reached a verdict is one more check
     the challenger must pass; the decision and every check land on its MLflow version.
     """
-    from mlflow.exceptions import MlflowException
-
     from fraudops.data.validation import BatchRejected
-    from fraudops.tracking.registry import RegistryError
+    from fraudops.tracking.registry import MlflowException, RegistryError
 
     expected = (BatchRejected, RegistryError, MlflowException, LookupError, OSError, ValueError)
 

@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import shutil
 from pathlib import Path
+from typing import Final
 
 import polars as pl
 
@@ -21,7 +22,7 @@ PART_FILE = "part-0.parquet"
 PARTITION_PREFIX = f"{PARTITION_KEY}="
 
 # Fixed writer settings: changing any of them changes every file's bytes (and DVC hash).
-_COMPRESSION = "zstd"
+_COMPRESSION: Final = "zstd"
 _COMPRESSION_LEVEL = 3
 _ROW_GROUP_SIZE = 1_000_000
 

@@ -208,7 +208,7 @@ def draw_transactions(
     customer, day, second = customer[kept], day[kept], second[kept].astype(np.int64)
 
     mean = population.mean_amount[customer] * amount_factor
-    amount = mean + (mean / 2) * rng.standard_normal(len(customer))
+    amount: np.ndarray = mean + (mean / 2) * rng.standard_normal(len(customer))
     replacement = rng.uniform(0.0, 2 * mean)
     amount = np.round(np.where(amount < 0, replacement, amount), 2)
 
@@ -272,7 +272,8 @@ def _concatenated_ranges(lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
     """``concatenate([arange(lo, hi) for lo, hi in zip(lows, highs)])`` without the loop."""
     lengths = highs - lows
     starts = np.cumsum(lengths) - lengths
-    return np.arange(lengths.sum()) + np.repeat(lows - starts, lengths)
+    ranges: np.ndarray = np.arange(lengths.sum()) + np.repeat(lows - starts, lengths)
+    return ranges
 
 
 def add_night_pattern(

@@ -35,7 +35,8 @@ def _dvc(*args: str, cwd: Path | None = None) -> str:
 def data_version(dvc_file: Path) -> str:
     """The content hash DVC recorded for the tracked directory (its ``.dir`` md5)."""
     meta = yaml.safe_load(dvc_file.read_text())
-    return meta["outs"][0]["md5"]
+    md5: str = meta["outs"][0]["md5"]
+    return md5
 
 
 def record_data_version(dvc_file: Path, *, push: bool = True) -> str:

@@ -20,14 +20,14 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fraudops.hashing import SaltedHasher
 
-CHAMPION = "champion"
+CHAMPION: Final = "champion"
 DEFAULT_SALT = "fraudops-ab-1"
 
 RoutingMode = Literal["champion", "ab"]

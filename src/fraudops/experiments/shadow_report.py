@@ -160,7 +160,11 @@ def analyse_shadow(
         served_right=alert_to_clear.fraud + clear_to_alert.genuine,
         shadow_right=alert_to_clear.genuine + clear_to_alert.fraud,
         fraud_flip_p_value=_mcnemar(alert_to_clear.fraud, clear_to_alert.fraud),
-        cost_saving_per_1000=(None if served_cost is None else 1000 * (served_cost - shadow_cost)),
+        cost_saving_per_1000=(
+            None
+            if served_cost is None or shadow_cost is None
+            else 1000 * (served_cost - shadow_cost)
+        ),
         alpha=params.alpha,
         enough_data=enough,
         reason=reason,

@@ -102,9 +102,9 @@ def backfill_state(
     index = recent.select(
         TRANSACTION_ID, CUSTOMER_ID, TERMINAL_ID, DAY, CENTS, known_fraud.alias(_LABEL)
     )
-    count, customers, terminals, index = pl.collect_all(
+    count, customer_rows, terminal_rows, index_rows = pl.collect_all(
         [seen.select(pl.len()), customers, terminals, index]
     )
-    if index[TRANSACTION_ID].is_duplicated().any():
+    if index_rows[TRANSACTION_ID].is_duplicated().any():
         raise ValueError("raw data has repeated transaction ids")
-    return BackfillState(plan, count.item(), customers, terminals, index)
+    return BackfillState(plan, count.item(), customer_rows, terminal_rows, index_rows)

@@ -162,7 +162,7 @@ class RedisOnlineStore(OnlineStore):
             self.key("t", entry.terminal_id),
             self.key("x", transaction_id),
         ]
-        args = [
+        args: list[int | str] = [
             entry.day,
             entry.amount_cents,
             _encode_entry(entry),

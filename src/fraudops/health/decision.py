@@ -249,7 +249,8 @@ def clean(frame: pd.DataFrame, features: Sequence[str], *, need_labels: bool) ->
     valid = np.isfinite(numbers.to_numpy()).all(axis=1)
     if need_labels:
         valid &= out[LABEL].notna().to_numpy()
-    return out[valid].reset_index(drop=True)
+    usable: pd.DataFrame = out[valid].reset_index(drop=True)
+    return usable
 
 
 def _float_labels(frame: pd.DataFrame) -> pd.Series:
@@ -394,10 +395,10 @@ def concept_drift_reasons(
             )
     if quality is not None:
         for metric, allowed in params.max_relative_drop.items():
-            ratio = quality.ratio(metric)
-            if ratio is not None and ratio < 1 - allowed:
+            kept = quality.ratio(metric)
+            if kept is not None and kept < 1 - allowed:
                 reasons.append(
-                    f"{metric} decayed: {quality.realised[metric]:.3f} is {ratio:.0%} of "
+                    f"{metric} decayed: {quality.realised[metric]:.3f} is {kept:.0%} of "
                     f"{quality.training[metric]:.3f} at training time (floor {1 - allowed:.0%})"
                 )
     return reasons

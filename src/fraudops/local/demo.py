@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import yaml
@@ -71,9 +71,17 @@ _COMMIT_CONFIG = (
 )
 
 
+class _PrintOptions(TypedDict):
+    """Keyword options of ``Console.print``, typed so that ``**`` checks each one."""
+
+    soft_wrap: bool
+    markup: bool
+    highlight: bool
+
+
 #: Paths and commands printed as they are: never wrapped inside a path (so they can be
 #: copied, and found in the output by a test), nor read as markup or highlighted.
-_VERBATIM = {"soft_wrap": True, "markup": False, "highlight": False}
+_VERBATIM: _PrintOptions = {"soft_wrap": True, "markup": False, "highlight": False}
 
 
 class DemoError(RuntimeError):
@@ -547,7 +555,8 @@ def wait_for_shadow(url: str, timeout_s: float = 900) -> str:
         models = httpx.get(f"{url}/v1/models", timeout=5).json()
         shadow = (models["routing"]["configured"].get("shadow") or {}).get("alias")
         if shadow == CHALLENGER:
-            return next(m["version"] for m in models["models"] if m["alias"] == CHALLENGER)
+            version: str = next(m["version"] for m in models["models"] if m["alias"] == CHALLENGER)
+            return version
         time.sleep(5)
     raise DemoError(f"no challenger reached shadow within {timeout_s:.0f} s")
 

@@ -44,7 +44,8 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on at the moment of asking."""
     with socket.socket() as probe:
         probe.bind((HOST, 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _port_in_use(port: int) -> bool:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import polars as pl
@@ -261,7 +262,7 @@ class _Replay:
             self.stats.errors.append(message)
 
 
-def payload(row: dict) -> dict:
+def payload(row: dict[str, Any]) -> dict[str, Any]:
     """A raw transaction as ``POST /v1/score`` takes it."""
     return {
         "transaction_id": int(row[TRANSACTION_ID]),

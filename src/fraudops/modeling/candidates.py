@@ -17,7 +17,7 @@ import itertools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import polars as pl
@@ -43,7 +43,7 @@ SELECTION_METRIC = "average_precision"
 #: to the cheaper one (a forest of deep trees costs ~10 ms a row, boosted shallow trees ~1 ms).
 SERVING_COST_ORDER: tuple[ModelFamily, ...] = ("logistic_regression", "xgboost", "random_forest")
 
-Model = Pipeline | RandomForestClassifier | XGBClassifier
+Model: TypeAlias = Pipeline | RandomForestClassifier | XGBClassifier
 
 
 @dataclass(frozen=True)
@@ -170,10 +170,11 @@ def select_model(frame: pl.DataFrame, features: list[str], params: TrainParams) 
 
 def _cheapest_near_best(validation: pl.DataFrame, tolerance: float) -> str:
     """The candidate cheapest to serve among those within `tolerance` of the best score."""
-    best = validation[SELECTION_METRIC].max()
-    near_best = validation.filter(pl.col(SELECTION_METRIC) >= best - tolerance)
+    metric = pl.col(SELECTION_METRIC)
+    near_best = validation.filter(metric >= metric.max() - tolerance)
     rows = near_best.iter_rows(named=True)
-    return min(rows, key=lambda row: SERVING_COST_ORDER.index(row["family"]))["candidate"]
+    cheapest: str = min(rows, key=lambda row: SERVING_COST_ORDER.index(row["family"]))["candidate"]
+    return cheapest
 
 
 def _summary_row(candidate: Candidate, per_fold: list[dict[str, float]]) -> dict[str, Any]:

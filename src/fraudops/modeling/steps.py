@@ -28,7 +28,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import polars as pl
@@ -64,7 +64,7 @@ UNTRACKED = "untracked"
 CURVE_POINTS = 500
 
 
-NativeModel = xgb.Booster | Pipeline | RandomForestClassifier
+NativeModel: TypeAlias = xgb.Booster | Pipeline | RandomForestClassifier
 
 _XGBOOST_FILE = "model.ubj"
 _SKOPS_FILE = "model.skops"
@@ -238,7 +238,9 @@ def evaluate_on_test(selection: Selection, params: Params) -> Evaluation:
     return Evaluation(scores, _metrics(test, scores, selection.threshold, params))
 
 
-def _metrics(frame: pl.DataFrame, scores: np.ndarray, threshold: float, params: Params) -> dict:
+def _metrics(
+    frame: pl.DataFrame, scores: np.ndarray, threshold: float, params: Params
+) -> dict[str, float]:
     return evaluate(
         frame,
         scores,
@@ -267,9 +269,12 @@ def native_model(model: Model) -> NativeModel:
 
 def predict_scores(model: NativeModel, x: np.ndarray) -> np.ndarray:
     """Fraud probability of each row of X (float64, columns in the card's feature order)."""
+    scores: np.ndarray
     if isinstance(model, xgb.Booster):
-        return model.inplace_predict(x)
-    return model.predict_proba(x)[:, 1]
+        scores = model.inplace_predict(x)
+    else:
+        scores = model.predict_proba(x)[:, 1]
+    return scores
 
 
 def save_model_dir(model: Model, card: ModelCard, out: Path) -> None:

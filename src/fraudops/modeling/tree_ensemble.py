@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, SupportsFloat
 
 import numpy as np
 import xgboost as xgb
@@ -107,6 +107,7 @@ class FlatTreeEnsemble:
         x[:, :-1] = rows
         x[:, -1] = -np.inf
         inputs_of = x.ravel()
+        row_start: int | np.ndarray
         if count == 1:
             nodes, row_start = self.roots, 0
         else:  # a node per (row, tree) pair, and where that row starts in the flat inputs
@@ -211,11 +212,11 @@ class _Tree:
         return columns
 
 
-def _c_float_function(name: str) -> Callable[[float], float] | None:
+def _c_float_function(name: str) -> Callable[[SupportsFloat], float] | None:
     """A float32 function of the C library (``expf``, ``logf``), as XGBoost calls it; None
     where the library cannot be opened this way."""
     try:
-        function = getattr(ctypes.CDLL(None), name)
+        function = ctypes.CDLL(None)[name]
     except (OSError, AttributeError, TypeError):
         return None
     function.restype = ctypes.c_float

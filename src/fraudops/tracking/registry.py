@@ -26,9 +26,11 @@ from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 import mlflow
 import requests
-from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
+
+# Re-exported (`X as X`): the rest of the project takes MLflow's types from this seam.
+from mlflow import MlflowClient as MlflowClient
+from mlflow.entities.model_registry import ModelVersion as ModelVersion
+from mlflow.exceptions import MlflowException as MlflowException
 
 from fraudops.config import Settings
 
@@ -97,7 +99,7 @@ def _client_call(
     """Turn an unreachable server during FUNC into a RegistryUnavailable naming its URI."""
 
     @functools.wraps(func)
-    def wrapper(client: MlflowClient, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    def wrapper(client: MlflowClient, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         with outage_named(client.tracking_uri):
             return func(client, *args, **kwargs)
 
@@ -144,7 +146,10 @@ def _experiment_id(client: MlflowClient, settings: Settings) -> str:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
         # Another process created it between our lookup and our create.
-        return client.get_experiment_by_name(settings.experiment_name).experiment_id
+        existing = client.get_experiment_by_name(settings.experiment_name)
+        if existing is None:  # and deleted it again: the create's own error says what happened
+            raise
+        return existing.experiment_id
 
 
 @_client_call

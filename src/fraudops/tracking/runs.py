@@ -21,7 +21,7 @@ import xgboost as xgb
 
 from fraudops.data.schema import TX_FRAUD
 from fraudops.data.versioning import git_sha
-from fraudops.modeling.candidates import Selection
+from fraudops.modeling.candidates import Selection, inputs
 from fraudops.modeling.plots import evaluation_figures, importance_figure
 from fraudops.modeling.steps import (
     MODEL_CARD_FILE,
@@ -29,7 +29,6 @@ from fraudops.modeling.steps import (
     NativeModel,
     TrainingResult,
     feature_importance,
-    inputs,
     native_model,
     predict_scores,
     reference_sample,
@@ -138,12 +137,13 @@ def log_training_run(
 
 def _log_datasets(result: TrainingResult) -> None:
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas  # mlflow.data only gains it at run time
 
     split, columns = result.selection.split, [*result.features, TX_FRAUD]
     version = result.source.version.removesuffix(".dir")
     for context, frame in (("training", split.train), ("testing", split.test)):
         with _quiet_mlflow_hints():
-            dataset = mlflow.data.from_pandas(
+            dataset = from_pandas(
                 frame.select(columns).to_pandas(),
                 source=str(result.source.raw_dir.resolve()),
                 name=f"transactions-{version[:12]}-{context}",
@@ -191,7 +191,8 @@ def _log_model(result: TrainingResult) -> str:
     }
     with _quiet_mlflow_hints():
         info = _log_native_model(native, common)
-    return info.model_uri
+    model_uri: str = info.model_uri
+    return model_uri
 
 
 def _log_native_model(native: NativeModel, common: dict[str, Any]) -> Any:
