@@ -272,7 +272,12 @@ class _Demo:
         )
         self.story.add(
             "data",
-            [f"generated and versioned: {version} (commit {commit} on {self.tree.branch})"],
+            [
+                f"generated and versioned: {version} (commit {commit} on {self.tree.branch})"
+                if commit
+                else f"generated: {version}, the version committed in data.dvc; dvc repro "
+                "reproduced the committed dvc.lock, so there was nothing to commit"
+            ],
             data_version=version,
             commit=commit,
         )
