@@ -207,7 +207,10 @@ def test_the_demo_offline_leaves_a_fresh_clone_as_committed_and_phones_nobody(tm
     assert (champion == judged) == (outcome == "promoted")
     decision = seen["summary"]["decision"]
     assert (decision["outcome"], decision["version"]) == (outcome, judged)
-    client = MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
+    # Both URIs: an earlier test in the session may have set MLflow's global registry URI,
+    # which a client given only a tracking URI would read the model versions from.
+    store = f"sqlite:///{state / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     name = "fraud-detector"
     tags = client.get_model_version(name, judged).tags
     assert tags[DECISION_TAG] == outcome
