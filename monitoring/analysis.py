@@ -25,10 +25,6 @@ from fraudops.config import Params
 from fraudops.features.definitions import feature_columns
 from fraudops.health.decision import (
     LABEL,
-    DriftDecision,
-    EstimateCheck,
-    PerformanceEstimate,
-    Quality,
     WindowError,
     can_assess_quality,
     clean,
@@ -44,6 +40,7 @@ from fraudops.health.decision import (
     window_frame,
     window_time,
 )
+from fraudops.health.findings import DriftDecision, EstimateCheck, PerformanceEstimate, Quality
 from monitoring.drift import constant_features, run_drift, run_quality
 from monitoring.performance import EstimationError, estimate_performance
 

@@ -43,7 +43,8 @@ from evidently.presets import ClassificationQuality
 
 from fraudops.config import MonitorParams
 from fraudops.features.definitions import TX_DURING_NIGHT, TX_DURING_WEEKEND
-from fraudops.health.decision import LABEL, ColumnDrift, DataDrift, TargetDrift
+from fraudops.health.decision import LABEL
+from fraudops.health.findings import ColumnDrift, DataDrift, TargetDrift
 from fraudops.modeling.steps import SCORE
 
 #: Features with two values: a distribution distance over categories suits them.

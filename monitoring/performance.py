@@ -24,7 +24,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from fraudops.health.decision import LABEL, PerformanceEstimate, expected_average_precision
+from fraudops.health.decision import LABEL, expected_average_precision
+from fraudops.health.findings import PerformanceEstimate
 from fraudops.modeling.steps import SCORE
 
 os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")  # NannyML reports usage by default

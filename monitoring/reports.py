@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fraudops.health.decision import DriftDecision
+from fraudops.health.findings import DriftDecision
 from monitoring.analysis import MonitoringResult
 
 DECISION_FILE = "decision.json"

@@ -32,7 +32,7 @@ from evidently.sdk.models import DashboardModel, DashboardPanelPlot, DashboardTa
 from evidently.sdk.panels import bar_plot_panel, counter_panel, line_plot_panel
 from evidently.ui.workspace import Project, SnapshotRef, Workspace
 
-from fraudops.health.decision import DriftDecision, EstimateCheck
+from fraudops.health.findings import DriftDecision, EstimateCheck
 from fraudops.local.servers import HOST, ServerProcess, _venv_executable
 from fraudops.modeling.steps import SCORE
 from monitoring.analysis import MonitoringResult

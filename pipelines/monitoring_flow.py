@@ -32,7 +32,7 @@ from fraudops.config import Params, get_settings, load_params
 from fraudops.data.schema import TX_DATETIME
 from fraudops.experiments.report_parts import ReportWindow
 from fraudops.features.definitions import feature_columns
-from fraudops.health.decision import DriftDecision
+from fraudops.health.findings import DriftDecision
 from fraudops.logs.database import open_prediction_log
 from fraudops.tracking.registry import CHAMPION, MlflowClient, outage_named, version_by_alias
 from fraudops.tracking.runs import RUN_TYPE_TAG, THRESHOLD_TAG, download_run_artifact, recorded_run

@@ -33,8 +33,8 @@ from mlflow import MlflowClient
 from offline_support import attempts, offline_prefix, require_offline_tools, users_environment
 
 from fraudops.experiments.routing import load_routing
-from fraudops.local.demo import DEMO_BRANCH
 from fraudops.local.demo_story import SUMMARY_FILE
+from fraudops.local.demo_worktree import DEMO_BRANCH
 from fraudops.local.servers import free_port
 from fraudops.tracking.registry import (
     CHAMPION,

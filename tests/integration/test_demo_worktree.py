@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fraudops.local.demo import (
+from fraudops.local.demo_worktree import (
     DEMO_BRANCH,
     DemoError,
     checkout_root,

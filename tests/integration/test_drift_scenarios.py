@@ -13,7 +13,8 @@ from __future__ import annotations
 import pytest
 
 from fraudops.config import load_params
-from fraudops.health.decision import DriftDecision, compare_estimate
+from fraudops.health.decision import compare_estimate
+from fraudops.health.findings import DriftDecision
 from monitoring.analysis import analyse_window
 from monitoring.scenarios import simulate_world, without_labels
 

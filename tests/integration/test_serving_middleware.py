@@ -28,7 +28,7 @@ from serving_support import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraudops.config import get_settings
-from fraudops.local.demo import wait_ready
+from fraudops.local.demo_api import wait_ready
 from fraudops.local.servers import free_port
 from serving.app import create_app
 from serving.fast_path import ScoringApp

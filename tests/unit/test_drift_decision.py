@@ -17,12 +17,6 @@ from fraudops.features.definitions import feature_columns
 from fraudops.health.decision import (
     CARD,
     LABEL,
-    ColumnDrift,
-    DataDrift,
-    DriftDecision,
-    PerformanceEstimate,
-    Quality,
-    TargetDrift,
     WindowError,
     clean,
     compare_estimate,
@@ -34,6 +28,14 @@ from fraudops.health.decision import (
     reference_frame,
     sample_rows,
     window_frame,
+)
+from fraudops.health.findings import (
+    ColumnDrift,
+    DataDrift,
+    DriftDecision,
+    PerformanceEstimate,
+    Quality,
+    TargetDrift,
 )
 from fraudops.modeling.evaluation import evaluate
 from fraudops.modeling.steps import PERIOD, SCORE

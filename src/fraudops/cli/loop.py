@@ -295,7 +295,8 @@ def demo(
     import signal
     import sys
 
-    from fraudops.local.demo import DemoError, DemoOptions, run_loop
+    from fraudops.local.demo import DemoOptions, run_loop
+    from fraudops.local.demo_worktree import DemoError
 
     options = DemoOptions(
         port=port,

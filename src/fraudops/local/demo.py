@@ -25,7 +25,6 @@ import contextlib
 import datetime as dt
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,13 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
-import httpx
-import yaml
 from rich.console import Console
 
-from fraudops.config import Params, Settings, get_settings
+from fraudops.config import Settings, get_settings
 from fraudops.data.versioning import data_version
-from fraudops.experiments.routing import CHAMPION, RoutingConfig, ShadowPolicy
+from fraudops.local.demo_api import route_ab_with_shadow, wait_for_shadow, wait_ready
 from fraudops.local.demo_story import (
     SUMMARY_FILE,
     Story,
@@ -55,20 +52,18 @@ from fraudops.local.demo_story import (
     share,
     training_facts,
 )
+from fraudops.local.demo_worktree import (
+    DemoError,
+    Worktree,
+    checkout_root,
+    commit_data_version,
+    committed_params,
+    git_output,
+    make_worktree,
+    worktree_settings,
+)
 
 console = Console(stderr=True)
-
-DEMO_BRANCH = "fraudops-demo"
-#: Who the demo's data-version commits are by: a name of its own, and no hook or signing
-#: step that could stop a demo half-way on a machine set up for someone's own commits.
-_COMMIT_CONFIG = (
-    "-c",
-    "user.name=fraudops demo",
-    "-c",
-    "user.email=demo@fraudops.invalid",
-    "-c",
-    "commit.gpgsign=false",
-)
 
 
 class _PrintOptions(TypedDict):
@@ -84,10 +79,6 @@ class _PrintOptions(TypedDict):
 _VERBATIM: _PrintOptions = {"soft_wrap": True, "markup": False, "highlight": False}
 
 
-class DemoError(RuntimeError):
-    """A step of the demo failed; the message says which and where to look."""
-
-
 @dataclass(frozen=True)
 class DemoOptions:
     """The knobs of one demo; the defaults are ``make demo``."""
@@ -101,82 +92,6 @@ class DemoOptions:
     keep_running: bool = False
 
 
-@dataclass(frozen=True)
-class Worktree:
-    """The demo's own checkout: where it runs, the branch its data versions go on."""
-
-    checkout: Path
-    root: Path
-    branch: str
-    base: str
-
-    @property
-    def home(self) -> Path:
-        """The demo's state: the worktree's default ``.fraudops``, git-ignored there."""
-        return self.root / ".fraudops"
-
-
-def _git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        output = (done.stderr or done.stdout).strip()
-        raise DemoError(f"`git {' '.join(args)}` failed in {cwd}: {output}")
-    return done.stdout.strip()
-
-
-def checkout_root(start: Path) -> Path:
-    """The top of the git checkout holding START; the demo needs one to branch from."""
-    try:
-        return Path(_git(start, "rev-parse", "--show-toplevel"))
-    except (DemoError, FileNotFoundError) as error:
-        raise DemoError(
-            f"the demo runs in a git worktree of this project, and {start} is not in a git "
-            f"checkout: {error}"
-        ) from error
-
-
-def committed_params(checkout: Path, base: str) -> Params:
-    """params.yaml as committed at BASE: the parameters the demo's worktree will hold."""
-    return Params.model_validate(
-        yaml.safe_load(_git(checkout, "show", f"{base}:params.yaml")) or {}
-    )
-
-
-def make_worktree(
-    checkout: Path, path: Path, branch: str = DEMO_BRANCH, base: str | None = None
-) -> Worktree:
-    """A fresh worktree at PATH on BRANCH, reset to BASE (default: the checkout's HEAD).
-
-    A previous demo's worktree there is removed first, state and all: every demo starts
-    from the committed project, never from the last one's registry, log or routing.
-    """
-    base = base or _git(checkout, "rev-parse", "HEAD")
-    path = path.resolve()
-    listed = _git(checkout, "worktree", "list", "--porcelain").splitlines()
-    if f"worktree {path}" in listed:
-        _git(checkout, "worktree", "remove", "--force", str(path))
-    shutil.rmtree(path, ignore_errors=True)
-    _git(checkout, "worktree", "prune")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _git(checkout, "worktree", "add", "--quiet", "-B", branch, str(path), base)
-    env_file = checkout / ".env"
-    if env_file.is_file():  # the user's settings, as the checkout has them (ignored there too)
-        shutil.copy2(env_file, path / ".env")
-    return Worktree(checkout=checkout, root=path, branch=branch, base=base)
-
-
-def commit_data_version(tree: Worktree, message: str, *paths: str) -> str | None:
-    """Commit PATHS on the demo's branch with MESSAGE; the new commit, or None if unchanged."""
-    _git(tree.root, "add", "--", *paths)
-    staged = subprocess.run(
-        ["git", "diff", "--cached", "--quiet"], cwd=tree.root, check=False
-    ).returncode
-    if staged == 0:
-        return None
-    _git(tree.root, *_COMMIT_CONFIG, "commit", "--quiet", "--no-verify", "-m", message)
-    return _git(tree.root, "rev-parse", "--short", "HEAD")
-
-
 def run_loop(options: DemoOptions) -> Worktree:
     """Run the demo in a fresh worktree of the current checkout; the worktree it used.
 
@@ -187,14 +102,14 @@ def run_loop(options: DemoOptions) -> Worktree:
     """
     settings = get_settings()
     checkout = checkout_root(Path.cwd())
-    base = _git(checkout, "rev-parse", "HEAD")
+    base = git_output(checkout, "rev-parse", "HEAD")
     label_delay = committed_params(checkout, base).features.label_delay_days
     if options.drift_days <= label_delay:
         raise DemoError(
             f"--drift-days must be more than the label delay ({label_delay} days): retraining "
             "learns only from days whose labels have all arrived"
         )
-    if _git(checkout, "status", "--porcelain", "--untracked-files=no"):
+    if git_output(checkout, "status", "--porcelain", "--untracked-files=no"):
         console.print(
             f"[yellow]note[/]: the demo runs commit {base[:12]}; uncommitted changes in "
             f"{checkout} are not part of it"
@@ -370,6 +285,10 @@ class _Demo:
         """
         since = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0).isoformat()
         share_of_challenger = route_ab_with_shadow(self.url, self.key, self.options.ab_share)
+        console.print(
+            f"routing: A/B champion {100 - share_of_challenger} / challenger "
+            f"{share_of_challenger}, challenger shadowing the rest"
+        )
         days = self.options.ab_days
         self.run_command("fraudops", "simulate-traffic", "--days", str(days), *self.pace)
         ab = self.report_ab(since)
@@ -501,14 +420,6 @@ def more_ab_days(ab: dict[str, Any], days: int, max_days: int) -> int:
     return more if days + more <= max_days else 0
 
 
-def worktree_settings(tree: Worktree) -> Settings:
-    """The settings the demo's commands see: the worktree's ``.env``, its home, and every
-    relative path taken from the worktree, as the commands run there."""
-    found = Settings(_env_file=tree.root / ".env", home=tree.home)
-    paths = ("data_dir", "monitoring_workspace", "monitoring_reports_dir")
-    return found.model_copy(update={name: tree.root / getattr(found, name) for name in paths})
-
-
 def stop(child: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
     """Stop CHILD's whole process group (it leads one): SIGTERM, SIGKILL after GRACE_S."""
     if child.poll() is None:
@@ -524,7 +435,7 @@ def stop(child: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
 def show_where(tree: Worktree) -> None:
     """Where the demo's data versions and state are, and the commands that open them."""
     demo_settings = Settings(home=tree.home)
-    log = _git(tree.root, "log", "--oneline", f"{tree.base}..{tree.branch}")
+    log = git_output(tree.root, "log", "--oneline", f"{tree.base}..{tree.branch}")
     console.print(
         f"The demo ran in {tree.root}, a git worktree on branch {tree.branch}; "
         f"{tree.checkout} is as it was.\n"
@@ -536,56 +447,3 @@ def show_where(tree: Worktree) -> None:
         f"Remove it:  git worktree remove --force {tree.root} && git branch -D {tree.branch}",
         **_VERBATIM,
     )
-
-
-def wait_ready(url: str, timeout_s: float = 120, path: str = "/ready") -> None:
-    """Block until URL answers PATH with 200 (the scoring API's readiness by default)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise DemoError(f"{url}{path} did not answer within {timeout_s:.0f} s")
-
-
-def wait_for_shadow(url: str, timeout_s: float = 900) -> str:
-    """Block until retraining has put a challenger in shadow; its version."""
-    from fraudops.tracking.registry import CHALLENGER  # imports MLflow: only once the demo needs it
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        models = httpx.get(f"{url}/v1/models", timeout=5).json()
-        shadow = (models["routing"]["configured"].get("shadow") or {}).get("alias")
-        if shadow == CHALLENGER:
-            version: str = next(m["version"] for m in models["models"] if m["alias"] == CHALLENGER)
-            return version
-        time.sleep(5)
-    raise DemoError(f"no challenger reached shadow within {timeout_s:.0f} s")
-
-
-def route_ab_with_shadow(url: str, key: str, challenger_share: int) -> int:
-    """Send CHALLENGER_SHARE % of customers to the challenger and shadow it on the rest.
-
-    Half and half is the quickest A/B for its sample size; the rest is still shadowed, so
-    the shadow report compares both models on the same requests.
-    """
-    from fraudops.tracking.registry import CHALLENGER
-
-    weights = {CHAMPION: 100 - challenger_share, CHALLENGER: challenger_share}
-    routing = RoutingConfig(mode="ab", weights=weights, shadow=ShadowPolicy(alias=CHALLENGER))
-    response = httpx.put(
-        f"{url}/admin/routing",
-        headers={"X-API-Key": key},
-        json=routing.model_dump(mode="json"),
-        timeout=10,
-    )
-    if response.status_code != 200:
-        raise DemoError(f"routing change refused: {response.status_code} {response.text}")
-    console.print(
-        f"routing: A/B champion {weights[CHAMPION]} / challenger {challenger_share}, "
-        "challenger shadowing the rest"
-    )
-    return challenger_share

@@ -24,7 +24,7 @@ from fraudops.config import Settings
 from fraudops.experiments.ab_report import ABResult
 from fraudops.experiments.report_parts import format_number
 from fraudops.experiments.shadow_report import ShadowReport
-from fraudops.health.decision import DriftDecision
+from fraudops.health.findings import DriftDecision
 
 SUMMARY_FILE = "demo-summary.json"
 #: The line a test or a script finds the decision by: ``decision: promoted version 2 …``.
