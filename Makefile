@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install lock demo up test test-fast lint format bench clean screenshots
+.PHONY: install lock demo up test test-fast lint format bench clean screenshots \
+	lint-ci ci-repro quality-gate release-model
 
 install: $(STAMP)
 
@@ -32,16 +33,21 @@ up: $(STAMP)
 screenshots: $(STAMP)
 	$(BIN)/python docs/img/take_screenshots.py
 
+# Two workers, each taking whole test files (module-scoped servers start once), in the
+# order tests/conftest.py puts them: the longest first.
+PARALLEL = -n 2 --dist loadfile --no-loadscope-reorder
+
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PARALLEL)
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest $(PARALLEL) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MAKE) --no-print-directory lint-ci
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -54,3 +60,27 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# CI/CD (docs/ci-cd.md): every shell step of .github/workflows/ is `make` and one target.
+# The workflows and the pre-commit config against their schemas, ci/check_workflows.py for
+# what a schema cannot see, the ci/ scripts typed as strictly as the library.
+WORKFLOWS := $(wildcard .github/workflows/*.yml)
+
+lint-ci: $(STAMP)
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
+	$(BIN)/python ci/check_workflows.py $(WORKFLOWS)
+	$(BIN)/pre-commit validate-config .pre-commit-config.yaml
+	MYPYPATH=src $(BIN)/mypy ci
+
+# `dvc repro` of the pipeline on a small generated data set, results in ci/model-quality/
+# (or CI_REPRO_OUT).
+ci-repro: $(STAMP)
+	$(BIN)/python ci/repro_small.py $(if $(CI_REPRO_OUT),--out $(CI_REPRO_OUT))
+
+# Those results against the ones committed on main (BASELINE_REF, default origin/main or main).
+quality-gate: $(STAMP)
+	$(BIN)/python ci/quality_gate.py $(if $(BASELINE_REF),--baseline-ref $(BASELINE_REF))
+
+# CD: train the release's model, register it (RELEASE, IMAGE tags) and run the promotion gate.
+release-model: $(STAMP)
+	ci/release_model.sh
