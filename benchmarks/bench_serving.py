@@ -240,8 +240,9 @@ def _measure(
     return result
 
 
-def _train_and_register(root: Path) -> tuple[str, list[str]]:
-    """Two models in a fresh MLflow store: champion (params.yaml size) and challenger."""
+def train_and_register(root: Path, *, challenger: bool = True) -> tuple[str, list[str]]:
+    """A fresh MLflow store with the champion (params.yaml size) and, unless told otherwise,
+    the challenger; returns the store's URI and the models' feature columns."""
     from fraudops.config import CandidateGrid, Params, Settings, SimulateParams, TrainParams
     from fraudops.data.datasets import write_raw
     from fraudops.data.simulate import simulate
@@ -255,8 +256,8 @@ def _train_and_register(root: Path) -> tuple[str, list[str]]:
     client = configure_mlflow(settings)
     source = workspace_data(root / "raw", root / "untracked.dvc")
     champion = {"n_estimators": 300, "learning_rate": 0.05, "max_depth": 4, "max_bin": 4096}
-    challenger = {**champion, "max_depth": 3}
-    for hyperparams in (champion, challenger):
+    models = [champion, {**champion, "max_depth": 3}] if challenger else [champion]
+    for hyperparams in models:
         grid = {"xgboost": CandidateGrid(fixed=hyperparams)}
         params = Params(train=TrainParams(validation_folds=1, candidates=grid))
         register(client, log_training_run(train_bare(source, params)).model_uri, MODEL_NAME)
@@ -405,7 +406,7 @@ def bench_main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
         root = Path(folder)
         print("training and registering the models…", flush=True)
-        tracking_uri, features = _train_and_register(root)
+        tracking_uri, features = train_and_register(root)
         results = _bench_fraudops(root, tracking_uri, args.workers, args.duration)
         if not args.skip_mlflow:
             results |= _bench_mlflow(tracking_uri, features, args.workers, args.duration)

@@ -47,13 +47,26 @@ _KIND_BY_FOLDER = {"integration": "service", "e2e": "e2e", "compose": "e2e", "do
 KINDS = ("code", "data", "model", "service", "e2e")
 
 
+#: Folders from the longest-running files to the quickest. `make test` hands whole files to
+#: two workers in collection order (xdist's ``--dist loadfile --no-loadscope-reorder``), and
+#: a long file handed out last would leave one worker running it alone.
+_LONGEST_FIRST = ("e2e", "ci", "integration", "docs", "unit")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Give every test exactly one kind, so `pytest -m KIND` selects by what a test checks."""
+    """Give every test exactly one kind, so `pytest -m KIND` selects by what a test checks;
+    then order the files longest first (a stable sort: a file's tests keep their order)."""
     for item in items:
         if any(item.get_closest_marker(kind) for kind in KINDS):
             continue
         folder = item.path.parent.name
         item.add_marker(getattr(pytest.mark, _KIND_BY_FOLDER.get(folder, "code")))
+    items.sort(key=_expected_length_rank)
+
+
+def _expected_length_rank(item: pytest.Item) -> int:
+    folder = item.path.parent.name
+    return _LONGEST_FIRST.index(folder) if folder in _LONGEST_FIRST else len(_LONGEST_FIRST)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,14 @@ made must be where it says: commits on its branch, state in its worktree.
 The same run proves the project phones nobody (issue 11, item 1): the demo and then the
 dashboards run in a network namespace with only loopback, under strace
 (``offline_support``), and must not attempt a single DNS query or outside connection.
+The demo runs once per session (``finished_demo``, ``demo_support``), and the second test
+photographs what it left: ``make screenshots`` (docs/img/take_screenshots.py) serves the
+run's state and photographs each UI. A screenshot of an error page, a login wall or a
+dashboard with nothing in it would still be a PNG, so each page's rendered DOM is kept
+(``--dom-dir``) and read: the MLflow run shows its metric names, the registry the
+``champion`` alias, Prefect the flow names and the drift automation, the Evidently
+dashboard its panels over several monitoring windows, /docs the scoring endpoint, and the
+reports their tables. Each PNG must be a full viewport under 300 KB.
 
 It also proves the story reaches its end (issue 12, item 2): the promotion gate decides,
 the summary says so, and the decision with its evidence is on the challenger's MLflow
@@ -19,21 +27,19 @@ while it waits, and SIGTERM must end it with status 0 and no process of it left 
 
 from __future__ import annotations
 
-import json
-import os
+import html
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from loop_support import LABEL_DELAY_DAYS, POPULATION, SMALL_MONITOR, SMALL_TRAIN
+from demo_support import BIN, SOURCE, FinishedDemo, demo_env, git
 from mlflow import MlflowClient
-from offline_support import attempts, offline_prefix, require_offline_tools, users_environment
+from offline_support import attempts, offline_prefix, users_environment
+from PIL import Image
 
 from fraudops.experiments.routing import load_routing
-from fraudops.local.demo_story import SUMMARY_FILE
 from fraudops.local.demo_worktree import DEMO_BRANCH
 from fraudops.local.servers import free_port
 from fraudops.tracking.registry import (
@@ -45,92 +51,6 @@ from fraudops.tracking.registry import (
 from pipelines.promotion import DECISION_RUN_TAG
 
 pytestmark = pytest.mark.slow
-
-SOURCE = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-#: Test-sized pace: no wall-clock wait per simulated day (``make demo`` waits 2 s), and
-#: four days of A/B traffic, however many the A/B plan would want (tests/unit/test_demo_plan
-#: covers the plan).
-TEST_SIZED = ("--seconds-per-day", "0", "--ab-days", "4", "--ab-max-days", "4")
-#: The small population sees a fraud or two in a few days of traffic: floors that low let
-#: the shadow report reach a verdict, so its evidence travels all the way to the gate.
-SMALL_AB = {"min_sample": 300, "min_frauds": 1}
-_GIT_IDENTITY = ("-c", "user.name=fraudops test", "-c", "user.email=test@fraudops.invalid")
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"git {args} failed in {cwd}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
-def small_clone(root: Path) -> Path:
-    """A clone of this repository whose committed params.yaml is the loop tests' small one."""
-    git(SOURCE.parent, "clone", "--quiet", str(SOURCE), str(root))
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["simulate"].update(POPULATION.model_dump(mode="json"))
-    params["train"].update(SMALL_TRAIN)
-    params["monitor"].update(SMALL_MONITOR)
-    params["features"]["label_delay_days"] = LABEL_DELAY_DAYS
-    params["ab"].update(SMALL_AB)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    git(root, *_GIT_IDENTITY, "commit", "--quiet", "--no-verify", "-m", "small", "params.yaml")
-    return root
-
-
-def demo_env() -> dict[str, str]:
-    """This environment without any FRAUDOPS_ or PREFECT_ setting, as a user's shell has it.
-
-    Only the runner's poll interval is shortened (1 s, not 10 s), so the retraining that the
-    drift event creates starts at once.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRAUDOPS_", "PREFECT_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PREFECT_RUNNER_POLL_FREQUENCY"] = "1"
-    return env
-
-
-#: Inside the namespace: the demo with --keep-running (argv after the two paths); once its
-#: summary says the services are up, every URL in it is fetched, then SIGTERM ends it.
-#: What it saw goes to RESULT as JSON, the demo's output to OUTPUT (stdout, then stderr).
-KEEP_RUNNING = """
-import json, signal, subprocess, sys, time
-from pathlib import Path
-import httpx
-
-summary, result, output, *command = sys.argv[1:]
-summary, seen = Path(summary), {"answers": {}, "summary": None}
-with open(output + ".out", "w") as out, open(output + ".err", "w") as err:
-    demo = subprocess.Popen(command, stdout=out, stderr=err)
-    deadline = time.monotonic() + 1800
-    while demo.poll() is None and time.monotonic() < deadline:
-        if summary.exists() and json.loads(summary.read_text())["running"]:
-            seen["summary"] = json.loads(summary.read_text())
-            break
-        time.sleep(2)
-    for name, url in (seen["summary"] or {}).get("urls", {}).items():
-        try:
-            seen["answers"][name] = httpx.get(url, timeout=30).status_code
-        except httpx.HTTPError as error:
-            seen["answers"][name] = repr(error)
-    demo.send_signal(signal.SIGTERM)
-    seen["returncode"] = demo.wait(timeout=300)
-Path(result).write_text(json.dumps(seen))
-"""
-
-
-def processes_in(root: Path) -> list[str]:
-    """Every live process whose working directory is ROOT or below it, as pid and argv."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cwd = Path(os.readlink(proc / "cwd"))
-            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:  # not a process, gone meanwhile, or a zombie: none of them runs
-            continue
-        if cwd == root or root in cwd.parents:
-            found.append(f"{proc.name}: {argv}")
-    return found
 
 
 #: Inside the demo's worktree: the Evidently UI up, its project served, then stopped.
@@ -158,38 +78,23 @@ exit $status
 
 
 @pytest.mark.timeout(2400)
-def test_the_demo_offline_leaves_a_fresh_clone_as_committed_and_phones_nobody(tmp_path: Path):
+def test_the_demo_offline_leaves_a_fresh_clone_as_committed_and_phones_nobody(
+    finished_demo: FinishedDemo, tmp_path: Path
+):
     """The demo (train, serve with traffic, monitor, drift-triggered retraining, shadow, A/B
     with its labels, the promotion decision), kept running until SIGTERM, then the
     dashboards, run where only loopback exists and every connect is traced, as on a
     user's machine (no test or CI markers, which some libraries read as "stay quiet")."""
-    require_offline_tools()
-    clone = small_clone(tmp_path.resolve() / "clone")  # as git and the demo name it
-    demo_trace, dashboards_trace = tmp_path / "demo.trace", tmp_path / "dashboards.trace"
-    worktree = clone / ".fraudops" / "demo"
-    state = worktree / ".fraudops"
-    result, output = tmp_path / "keep-running.json", tmp_path / "demo"
-    demo = [str(BIN / "fraudops"), "demo", "--port", str(free_port()), *TEST_SIZED]
-
-    keep_running = [str(state / SUMMARY_FILE), str(result), str(output), *demo, "--keep-running"]
-    kept = subprocess.run(
-        [*offline_prefix(demo_trace), str(BIN / "python"), "-c", KEEP_RUNNING, *keep_running],
-        cwd=clone,
-        env=users_environment(demo_env()),
-        capture_output=True,
-        text=True,
-        timeout=2200,
-        check=False,
+    demo = finished_demo
+    clone, worktree, state = demo.clone, demo.worktree, demo.state
+    printed, stdout, seen = demo.printed, demo.stdout, demo.seen
+    assert demo.wrapper.returncode == 0 and seen is not None, (
+        demo.wrapper.stdout + demo.wrapper.stderr + printed[-6000:]
     )
-
-    stdout = Path(f"{output}.out").read_text() if Path(f"{output}.out").exists() else ""
-    printed = stdout + (Path(f"{output}.err").read_text() if Path(f"{output}.err").exists() else "")
-    assert kept.returncode == 0 and result.exists(), kept.stdout + kept.stderr + printed[-6000:]
-    seen = json.loads(result.read_text())
     assert seen["summary"] is not None, printed[-6000:]
     assert seen["returncode"] == 0, printed[-6000:]
-    assert processes_in(clone) == []
-    assert attempts(demo_trace).phoned_nobody, attempts(demo_trace)
+    assert demo.processes_left == []
+    assert attempts(demo.trace).phoned_nobody, attempts(demo.trace)
     assert re.search(r"challenger version \d+ is in shadow", printed), printed[-6000:]
     assert re.search(r"Shadow: \S+ v\d+ \(challenger\)", stdout), stdout
     assert "A/B: challenger vs champion" in stdout, stdout
@@ -253,14 +158,15 @@ def test_the_demo_offline_leaves_a_fresh_clone_as_committed_and_phones_nobody(tm
     assert len(versions) == 2, git(clone, "log", "--oneline", f"HEAD..{DEMO_BRANCH}")
     for commit in versions:
         assert "data.dvc" in git(clone, "show", "--name-only", "--format=", commit).split()
-    assert git(worktree, "status", "--porcelain") == ""
+    assert demo.worktree_status == ""
     assert (worktree / "dvc.lock").is_file()
     live = load_routing(state / "routing.yaml")
     assert live.mode == "ab" and live.shadow is not None
 
+    trace = tmp_path / "dashboards.trace"
     script = DASHBOARDS.format(port=free_port())
     ui = subprocess.run(
-        [*offline_prefix(dashboards_trace), "sh", "-c", script],
+        [*offline_prefix(trace), "sh", "-c", script],
         cwd=worktree,
         env=users_environment(demo_env()),
         capture_output=True,
@@ -269,4 +175,75 @@ def test_the_demo_offline_leaves_a_fresh_clone_as_committed_and_phones_nobody(tm
         check=False,
     )
     assert ui.returncode == 0, ui.stdout + ui.stderr + (worktree / "dashboards.log").read_text()
-    assert attempts(dashboards_trace).phoned_nobody, attempts(dashboards_trace)
+    assert attempts(trace).phoned_nobody, attempts(trace)
+
+
+SCRIPT = SOURCE / "docs" / "img" / "take_screenshots.py"
+MAX_BYTES = 300_000
+#: Per picture, texts its page must show: proof it is the page, with the demo's content.
+EXPECTED: dict[str, tuple[str, ...]] = {
+    "mlflow-run": ("Metrics (", "average_precision", "card_precision_at_100", "val_roc_auc"),
+    "mlflow-plots": ("pr_curve.png", "roc_curve.png", "feature_importance.png"),
+    "mlflow-registry": ("fraud-detector", "Aliases", "@ champion", "@ challenger"),
+    "prefect-flow-runs": ("monitoring", "retrain", "Completed"),
+    "prefect-automation": ("on-drift", "Run deployment"),
+    "evidently-drift": ("fraudops monitoring", "Share of drifted features", "Score drift"),
+    "evidently-performance": ("Recall: realised vs estimated", "ROC AUC: realised vs estimated"),
+    "api-docs": ("/v1/score", "/v1/feedback", "/admin/routing"),
+    "report-shadow": ("fraudops report shadow", "challenger"),
+    "report-ab": ("fraudops report ab", "champion", "challenger"),
+}
+#: What an error page or an unloaded app says instead.
+FAILURE_TEXTS = ("Internal Server Error", "Not Found", "Something went wrong", "Page not found")
+#: At least this many monitoring windows on the dashboard: a series, not one point.
+MIN_WINDOWS = 4
+
+
+def visible_text(dom: str) -> str:
+    """The DOM's text without scripts, styles and tags, as one whitespace-normalised line."""
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S | re.I)
+    dom = re.sub(r"<wbr\s*/?>", "", dom, flags=re.I)  # a line-break hint inside a word
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
+
+
+def windows_drawn(text: str) -> int:
+    """Monitoring windows on the dashboard's time axis: one timestamp label per window."""
+    return len(set(re.findall(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", text)))
+
+
+@pytest.mark.timeout(2400)
+def test_screenshots_show_the_live_system(finished_demo: FinishedDemo, tmp_path: Path):
+    clone, worktree = finished_demo.clone, finished_demo.worktree
+    assert finished_demo.seen is not None, finished_demo.printed[-6000:]
+    out, dom_dir = tmp_path / "png", tmp_path / "dom"
+    command = [sys.executable, str(SCRIPT), "--worktree", str(worktree), "--out", str(out)]
+    done = subprocess.run(
+        [*command, "--dom-dir", str(dom_dir)],
+        env=demo_env(),
+        capture_output=True,
+        text=True,
+        timeout=2000,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+
+    assert sorted(path.stem for path in out.glob("*.png")) == sorted(EXPECTED)
+    for name, texts in EXPECTED.items():
+        png = out / f"{name}.png"
+        assert png.stat().st_size <= MAX_BYTES, f"{png}: {png.stat().st_size:,} bytes"
+        with Image.open(png) as image:
+            assert image.size == (1440, 900), (name, image.size)
+            assert len(image.convert("RGB").getcolors(1 << 16) or ()) > 8, f"{name} is blank"
+        text = visible_text((dom_dir / f"{name}.html").read_text())
+        missing = [expected for expected in texts if expected not in text]
+        assert not missing, f"{name} lacks {missing}: {text[:3000]}"
+        failures = [failure for failure in FAILURE_TEXTS if failure in text]
+        assert not failures, f"{name} shows {failures}: {text[:3000]}"
+    drift_page = visible_text((dom_dir / "evidently-drift.html").read_text())
+    assert windows_drawn(drift_page) >= MIN_WINDOWS, drift_page[:3000]
+
+    # The pictures left the clone as committed: state went to the demo's worktree.
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True
+    )
+    assert status.stdout == ""

@@ -2,7 +2,7 @@
 and only for the version it judged; anything else is refused with a plain error.
 
 The reports are real ones (``analyse_ab`` / ``analyse_shadow`` on prediction-log frames);
-a report that does reach the gate is proven by the demo (tests/e2e/test_demo_offline.py),
+a report that does reach the gate is proven by the demo (tests/e2e/test_demo.py),
 whose decision lands on the challenger's MLflow version with the shadow's numbers.
 """
 
