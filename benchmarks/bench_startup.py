@@ -56,14 +56,13 @@ async def score(transaction: dict) -> dict:
 """
 
 
-def first_score_s(command: list[str], port: int, env: Mapping[str, str], cwd: Path) -> float:
-    """Seconds from launching COMMAND to its first 200 on POST /v1/score."""
+def first_score_s(command: list[str], port: int, env: Mapping[str, str], log: Path) -> float:
+    """Seconds from launching COMMAND (in the project root) to its first 200 on /v1/score."""
     url = f"http://127.0.0.1:{port}/v1/score"
     started = time.monotonic()
-    log = cwd / "server.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            command, env={**os.environ, **env}, cwd=cwd, stdout=output, stderr=subprocess.STDOUT
+            command, env={**os.environ, **env}, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT
         )
     try:
         while time.monotonic() - started < 120:
@@ -85,9 +84,10 @@ def serve_command(port: int) -> list[str]:
     return [str(BIN / "fraudops"), "serve", "--port", str(port), "--log-level", "warning"]
 
 
-def bare_command(port: int) -> list[str]:
+def bare_command(port: int, app_dir: Path) -> list[str]:
     return [
-        str(BIN / "python"), "-m", "uvicorn", "bare_app:app", "--port", str(port),
+        str(BIN / "python"), "-m", "uvicorn", "bare_app:app", "--app-dir", str(app_dir),
+        "--port", str(port),
         "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
     ]  # fmt: skip
 
@@ -118,14 +118,17 @@ def main() -> None:
             "FRAUDOPS_MLFLOW_TRACKING_URI": tracking_uri,
             "FRAUDOPS_MODEL_NAME": MODEL_NAME,
         }
-        cached = first_score_s(serve_command(free_port()), free_port(), env, root)
+        log = root / "server.log"
+        port = free_port()
+        cached = first_score_s(serve_command(port), port, env, log)
         print(f"first serve (downloads into the disk cache): {cached:.2f} s", flush=True)
         samples: dict[str, list[float]] = {"fraudops serve": [], "bare uvicorn app": []}
         for _ in range(args.repeats):
             port = free_port()
-            samples["fraudops serve"].append(first_score_s(serve_command(port), port, env, root))
+            samples["fraudops serve"].append(first_score_s(serve_command(port), port, env, log))
             port = free_port()
-            samples["bare uvicorn app"].append(first_score_s(bare_command(port), port, {}, root))
+            bare = first_score_s(bare_command(port, root), port, {}, log)
+            samples["bare uvicorn app"].append(bare)
     report: dict[str, object] = {"cpus": os.cpu_count(), "repeats": args.repeats}
     report |= {name: spread(values) for name, values in samples.items()}
     ours = statistics.median(samples["fraudops serve"])

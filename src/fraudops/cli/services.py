@@ -19,6 +19,18 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the scoring API (champion, A/B and shadow per routing.yaml) until stopped."""
+    # Checked here: each worker reads it while uvicorn builds the app, where an error is a
+    # traceback per worker.
+    params_path = get_settings().params_path
+    try:
+        load_params(params_path)
+    except FileNotFoundError:
+        raise fail(
+            f"{params_path} not found: run `fraudops serve` from the project root, "
+            "or set FRAUDOPS_PARAMS_PATH"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise fail(f"{params_path} cannot be used: {exc}") from None
     from serving.server import run
 
     run(host, port, workers, log_level)
