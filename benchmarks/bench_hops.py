@@ -65,7 +65,7 @@ def _train(root: Path) -> tuple[Any, Any, Any]:
         train_bare,
         workspace_data,
     )
-    from serving.models import LoadedModel
+    from serving.loaded_model import LoadedModel
 
     raw = simulate(SimulateParams(customers=500, terminals=1000, days=40))
     write_raw(raw, root / "raw")

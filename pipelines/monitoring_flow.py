@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 
 from fraudops.config import Params, get_settings, load_params
 from fraudops.data.schema import TX_DATETIME
@@ -40,7 +39,8 @@ from monitoring.analysis import MonitoringError, MonitoringResult, analyse_windo
 from monitoring.reports import load_decision, run_name, write_reports
 from monitoring.workspace import ensure_project, open_workspace, record_realised, record_window
 from pipelines.retraining import Launcher, RetrainTrigger, request_retraining
-from pipelines.training import IO_RETRIES, IO_RETRY_DELAY_S, connect_tracking
+from pipelines.tasks import io_task, step_task
+from pipelines.training import connect_tracking
 
 #: Where the training run keeps the monitoring baseline (``fraudops.tracking.runs._log_files``).
 REFERENCE_ARTIFACT = "reference/reference.parquet"
@@ -88,11 +88,8 @@ def _worth_retrying(error: object) -> bool:
     return not isinstance(error, ReferenceMissing)
 
 
-@task(
-    name="find champion baseline",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    cache_policy=NO_CACHE,
+@io_task(
+    "find champion baseline",
     retry_condition_fn=lambda _task, _run, state: _worth_retrying(state.data),
 )
 def find_baseline(client: MlflowClient, name: str) -> Baseline:
@@ -127,7 +124,7 @@ def find_baseline(client: MlflowClient, name: str) -> Baseline:
     )
 
 
-@task(name="read window", cache_policy=NO_CACHE)
+@step_task("read window")
 def read_window(window: ReportWindow) -> pd.DataFrame:
     engine = open_prediction_log(get_settings().log_url)
     try:
@@ -144,7 +141,7 @@ def window_name(frame: pd.DataFrame) -> str:
     return f"{times.min():%Y%m%d}_{times.max():%Y%m%d}_{len(frame)}rows"
 
 
-@task(name="analyse window", cache_policy=NO_CACHE)
+@step_task("analyse window")
 def analyse(
     baseline: Baseline, current: pd.DataFrame, params: Params, window_id: str
 ) -> MonitoringResult:
@@ -163,12 +160,7 @@ def analyse(
     return result
 
 
-@task(
-    name="record monitoring run",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    cache_policy=NO_CACHE,
-)
+@io_task("record monitoring run")
 def record(
     result: MonitoringResult, baseline: Baseline, window: ReportWindow, current: pd.DataFrame
 ) -> tuple[str, Path]:
@@ -196,7 +188,7 @@ def record(
     return run.run_id, folder
 
 
-@task(name="check past estimates", cache_policy=NO_CACHE)
+@step_task("check past estimates")
 def check_past_estimates(params: Params) -> int:
     """Compare each earlier window's CBPE estimate with its realised quality, once.
 

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 
 from fraudops.config import Params, get_settings, load_params
 from fraudops.data.split import TimeSplit, final_split
@@ -37,9 +36,8 @@ from fraudops.tracking.registry import (
     record_decision,
     version_by_alias,
 )
+from pipelines.tasks import io_task, step_task
 from pipelines.training import (
-    IO_RETRIES,
-    IO_RETRY_DELAY_S,
     connect_tracking,
     features_of,
     load_data,
@@ -65,12 +63,7 @@ class PromotionOutcome:
     numbers: dict[str, float]
 
 
-@task(
-    name="find versions",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    cache_policy=NO_CACHE,
-)
+@io_task("find versions")
 def find_versions(
     client: MlflowClient, name: str, challenger_version: str | None
 ) -> tuple[ModelVersion | None, ModelVersion]:
@@ -84,7 +77,7 @@ def find_versions(
     return champion, challenger
 
 
-@task(name="holdout period", cache_policy=NO_CACHE)
+@step_task("holdout period")
 def holdout_period(features: pl.DataFrame, params: Params) -> TimeSplit:
     """The final split of the data; its test period (known-compromised cards removed, as in
     training) is the holdout."""
@@ -98,13 +91,7 @@ def holdout_period(features: pl.DataFrame, params: Params) -> TimeSplit:
     return split
 
 
-@task(
-    name="score version",
-    task_run_name="score version {version}",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    cache_policy=NO_CACHE,
-)
+@io_task("score version", task_run_name="score version {version}")
 def score_version(name: str, version: str, split: TimeSplit, params: Params) -> dict[str, float]:
     """Every metric of VERSION on the holdout; refused if it trained on holdout days."""
     with tempfile.TemporaryDirectory() as folder:
@@ -117,12 +104,7 @@ def score_version(name: str, version: str, split: TimeSplit, params: Params) -> 
     return steps.holdout_metrics(model, card, split.test, params)
 
 
-@task(
-    name="record decision",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    cache_policy=NO_CACHE,
-)
+@io_task("record decision")
 def record(
     client: MlflowClient,
     name: str,

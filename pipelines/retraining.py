@@ -44,8 +44,7 @@ from typing import Literal
 
 import httpx
 import polars as pl
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 
 from fraudops.config import Settings, get_settings, load_params
 from fraudops.data.datasets import check_raw, read_raw, write_raw
@@ -57,13 +56,8 @@ from fraudops.experiments.routing import RoutingConfig, ShadowPolicy
 from fraudops.local.traffic import journal_dir, matured_batch
 from fraudops.logs.database import open_prediction_log
 from fraudops.tracking.registry import CHALLENGER
-from pipelines.training import (
-    DATA_DVC_FILE,
-    IO_RETRIES,
-    IO_RETRY_DELAY_S,
-    quiet_rejected_data,
-    training_flow,
-)
+from pipelines.tasks import io_task, step_task
+from pipelines.training import DATA_DVC_FILE, quiet_rejected_data, training_flow
 
 DRIFT_EVENT = "fraudops.drift.detected"
 MONITOR_RESOURCE = "fraudops.monitor"
@@ -213,7 +207,7 @@ def _request_tags(trigger: Trigger, requested_by: str, reason: str) -> dict[str,
 # --- steps -------------------------------------------------------------------------------
 
 
-@task(name="collect matured traffic", cache_policy=NO_CACHE)
+@step_task("collect matured traffic")
 def collect_batch(settings: Settings, labels_by: dt.datetime) -> pl.DataFrame:
     engine = open_prediction_log(settings.log_url)
     try:
@@ -229,7 +223,7 @@ def _days(batch: pl.DataFrame) -> list[str]:
     return sorted({day.isoformat() for day in batch[TX_DATETIME].dt.date().unique()})
 
 
-@task(name="validate batch", cache_policy=NO_CACHE)
+@step_task("validate batch")
 def validate_batch(
     batch: pl.DataFrame, staging: Path, raw_dir: Path, max_fraud_rate: float
 ) -> None:
@@ -247,7 +241,7 @@ def validate_batch(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-@task(name="record data version", cache_policy=NO_CACHE)
+@step_task("record data version")
 def add_batch(batch: pl.DataFrame, raw_dir: Path, dvc_file: Path) -> str:
     """Append the batch's days to the raw data and record (and push) the new DVC version.
 
@@ -265,12 +259,7 @@ def add_batch(batch: pl.DataFrame, raw_dir: Path, dvc_file: Path) -> str:
     return version
 
 
-@task(
-    name="shadow the challenger",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    cache_policy=NO_CACHE,
-)
+@io_task("shadow the challenger")
 def shadow_challenger(settings: Settings) -> str:
     """Reload serving's models, then shadow all traffic to ``challenger``; its version."""
     if settings.serving_url is None:

@@ -22,7 +22,6 @@ from typing import Any
 
 import polars as pl
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 import fraudops.features.definitions
 from fraudops.config import (
@@ -38,9 +37,8 @@ from fraudops.modeling import steps
 from fraudops.modeling.candidates import Selection
 from fraudops.tracking import runs
 from fraudops.tracking.registry import MlflowClient, configure_mlflow, register
+from pipelines.tasks import io_task, step_task
 
-IO_RETRIES = 2
-IO_RETRY_DELAY_S = 2
 DATA_DVC_FILE = "data.dvc"
 #: Folder under FRAUDOPS_HOME holding the cached feature files.
 FEATURES_STORE = "features"
@@ -90,22 +88,12 @@ class TrainingOutcome:
     metrics: dict[str, float]
 
 
-@task(
-    name="connect to MLflow",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    cache_policy=NO_CACHE,
-)
+@io_task("connect to MLflow")
 def connect_tracking(settings: Settings) -> MlflowClient:
     return configure_mlflow(settings)
 
 
-@task(
-    name="locate data",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    cache_policy=NO_CACHE,
-)
+@io_task("locate data")
 def locate_data(rev: str | None, project: Path, settings: Settings) -> steps.DataSource:
     """The workspace data, or the version DVC recorded at git revision REV."""
     if rev is None:
@@ -119,19 +107,13 @@ def locate_data(rev: str | None, project: Path, settings: Settings) -> steps.Dat
     return source
 
 
-@task(
-    name="load data",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    retry_condition_fn=retry_unless_rejected,
-    cache_policy=NO_CACHE,
-)
+@io_task("load data", retry_condition_fn=retry_unless_rejected)
 def load_data(source: steps.DataSource) -> pl.DataFrame:
     """The raw rows; a file that cannot be read as raw data raises ``BatchRejected``."""
     return steps.load_raw(source)
 
 
-@task(name="validate data", cache_policy=NO_CACHE)
+@step_task("validate data")
 def validate_data(raw: pl.DataFrame, params: ValidateParams) -> None:
     steps.validate_batch(raw, params)
     get_run_logger().info("%s transactions passed validation", f"{raw.height:,}")
@@ -176,12 +158,7 @@ def build_features(raw: pl.DataFrame, fingerprint: str, params: FeatureParams, s
     return str(path)
 
 
-@task(
-    name="read features",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    cache_policy=NO_CACHE,
-)
+@io_task("read features")
 def read_features(path: str) -> pl.DataFrame:
     return pl.read_ipc(path)
 
@@ -195,7 +172,7 @@ def features_of(raw: pl.DataFrame, source: steps.DataSource, params: Params) -> 
     return read_features(path)
 
 
-@task(name="select model", cache_policy=NO_CACHE)
+@step_task("select model")
 def select_model(features: pl.DataFrame, params: Params) -> Selection:
     """Time split, prequential validation of every candidate, refit of the winner, threshold."""
     selection = steps.select(features, params)
@@ -208,7 +185,7 @@ def select_model(features: pl.DataFrame, params: Params) -> Selection:
     return selection
 
 
-@task(name="evaluate on test", cache_policy=NO_CACHE)
+@step_task("evaluate on test")
 def evaluate_model(selection: Selection, params: Params) -> steps.Evaluation:
     evaluation = steps.evaluate_on_test(selection, params)
     shown = ("roc_auc", "average_precision", f"card_precision_at_{params.train.top_k}")
@@ -218,22 +195,12 @@ def evaluate_model(selection: Selection, params: Params) -> steps.Evaluation:
     return evaluation
 
 
-@task(
-    name="log to MLflow",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    cache_policy=NO_CACHE,
-)
+@io_task("log to MLflow")
 def log_run(result: steps.TrainingResult, tags: dict[str, str]) -> runs.LoggedRun:
     return runs.log_training_run(result, tags=tags)
 
 
-@task(
-    name="register model",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    cache_policy=NO_CACHE,
-)
+@io_task("register model")
 def register_model(
     client: MlflowClient, logged: runs.LoggedRun, name: str, tags: dict[str, str]
 ) -> tuple[str, list[str]]:

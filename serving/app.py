@@ -2,9 +2,9 @@
 
 This module assembles the pieces and keeps what belongs to the application as a whole: the
 lifespan that opens stores and models, the middlewares, and the error handlers that turn
-every failure into a JSON answer. The routes and their OpenAPI are in `serving.routes`, the
-shortcut for plain scores (and the middleware it mirrors) in `serving.fast_path`, the
-scoring both call in `serving.scoring`.
+every failure into a JSON answer. The routes are in `serving.routes`, their OpenAPI document
+and its pages in `serving.openapi`, the shortcut for plain scores (and the middleware it
+mirrors) in `serving.fast_path`, the scoring both call in `serving.scoring`.
 
 Run it with ``fraudops serve`` (uvicorn, ``--factory``).
 """
@@ -24,7 +24,8 @@ from starlette.requests import ClientDisconnect
 from fraudops.config import Settings, get_settings
 from serving.fast_path import RequestMetrics, ScoringApp
 from serving.metrics import ServingMetrics
-from serving.routes import add_docs_pages, json_response, openapi_document, routes
+from serving.openapi import add_docs_pages, openapi_document
+from serving.routes import json_response, routes
 from serving.runtime import Runtime
 from serving.scoring import INTERNAL_ERROR, MAX_BODY_BYTES, ServiceUnavailable, http_problem
 from serving.security import BodySizeLimit

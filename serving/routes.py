@@ -1,4 +1,4 @@
-"""The HTTP routes of serving: scoring, feedback, operations and admin, with their OpenAPI.
+"""The HTTP routes of serving: scoring, feedback, operations and admin.
 
 The scoring endpoints are ``async def`` and do all their work on the event loop: a thread
 hop costs more than the model call. Request bodies are parsed by pydantic straight from
@@ -6,23 +6,18 @@ the bytes (strict JSON mode: ``"12"`` is not a number, ISO strings are datetimes
 responses are written with orjson, skipping FastAPI's response re-validation; the OpenAPI
 document still declares both, so clients and the schemathesis run see the real contract.
 The plain single score usually never reaches these routes: `serving.fast_path` answers it
-first, with the same `serving.scoring` code. The pages that show the document (/docs,
-/redoc) load their scripts and styles from the API itself, never from a CDN.
+first, with the same `serving.scoring` code. What the routes declare to OpenAPI, the
+document and its pages are in `serving.openapi`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import fastapi_offline
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from fraudops.experiments.routing import RoutingConfig
@@ -30,6 +25,7 @@ from fraudops.features.store_types import LabelOutcome, OnlineStoreUnavailable
 from fraudops.logs.records import LabelRecord
 from serving.metrics import ServingMetrics
 from serving.models import ModelLoadError
+from serving.openapi import OPTIONAL_ADMIN_KEY, body_spec, error_responses
 from serving.runtime import LogUnavailable, RoutingPlan, Runtime, Snapshot, source
 from serving.schemas import (
     Feedback,
@@ -37,7 +33,6 @@ from serving.schemas import (
     Health,
     LoadedModelInfo,
     ModelsView,
-    Problem,
     Readiness,
     Reloaded,
     RoutingState,
@@ -45,33 +40,18 @@ from serving.schemas import (
     ScoreBatch,
     Transaction,
     TransactionBatch,
-    ValidationProblem,
 )
 from serving.scoring import (
     JSON_MEDIA_TYPE,
-    MAX_BODY_BYTES,
     REQUEST_ID_HEADER,
     SCORE_PATH,
     ServiceUnavailable,
     score_transaction,
 )
-from serving.security import API_KEY_HEADER, is_admin, require_admin
+from serving.security import is_admin, require_admin
 
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
 _BOOLEANS |= {"false": False, "0": False, "no": False, "off": False}
-_BODY_MODELS: tuple[type[BaseModel], ...] = (Transaction, TransactionBatch, Feedback, RoutingConfig)
-#: Where the docs pages' Swagger UI, ReDoc and icon are served from, and the files behind it:
-#: the copies the fastapi-offline package ships (Swagger UI 5, which reads OpenAPI 3.1).
-DOCS_ASSETS_PATH = "/docs/assets"
-_DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
-#: What a docs page may load, enforced by the browser: this origin only. ReDoc's sidebar has
-#: its maker's logo built in, fetched from their CDN; with this policy it is never asked for.
-#: Inline code is the page's own start-up script and the UIs' styles; ReDoc searches in a
-#: worker it makes from a blob.
-_DOCS_POLICY = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
-    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:"
-}
 
 
 # --- reading requests, writing answers ----------------------------------------------------
@@ -97,33 +77,6 @@ def json_response(
 # --- routes --------------------------------------------------------------------------------
 
 
-def _body(model: type[BaseModel], *, explain: bool = False) -> dict[str, Any]:
-    """OpenAPI for a body (and ``explain``) that the endpoint parses itself.
-
-    FastAPI's parameter machinery costs about a tenth of a scoring request, so the hot
-    endpoints read their inputs directly and declare them here instead.
-    """
-    extra: dict[str, Any] = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                JSON_MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-            },
-        }
-    }
-    if explain:
-        extra["parameters"] = [
-            {
-                "name": "explain",
-                "in": "query",
-                "required": False,
-                "description": "Add the largest feature contributions to each score.",
-                "schema": {"type": "boolean", "default": False},
-            }
-        ]
-    return extra
-
-
 def _explain(request: Request) -> bool:
     """The ``explain`` query flag, read without FastAPI's dependency solving."""
     if not request.scope["query_string"]:
@@ -139,38 +92,9 @@ def _explain(request: Request) -> bool:
     return flag
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    described = {
-        401: "No X-API-Key header.",
-        403: "Wrong key, or admin endpoints disabled (no key configured).",
-        404: "Not found.",
-        409: "Conflicts with the current state.",
-        413: f"Body larger than {MAX_BODY_BYTES} bytes.",
-        422: "Invalid input; every problem names its field.",
-        503: "A dependency (model, feature store, log, registry) is unavailable.",
-    }
-    return {
-        code: {
-            "model": ValidationProblem if code == 422 else Problem,
-            "description": described[code],
-        }
-        for code in codes
-    }
-
-
 def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime  # Starlette's state holds Any
     return runtime
-
-
-#: Declared by hand: a FastAPI header parameter would cost dependency solving per request.
-_OPTIONAL_ADMIN_KEY = {
-    "name": API_KEY_HEADER,
-    "in": "header",
-    "required": False,
-    "description": "The admin key: with it the routing includes its salt.",
-    "schema": {"type": "string"},
-}
 
 
 def routes() -> APIRouter:
@@ -181,8 +105,8 @@ def routes() -> APIRouter:
     @router.post(
         SCORE_PATH,
         response_model=Score,
-        openapi_extra=_body(Transaction, explain=True),
-        responses=_errors(409, 413, 422, 503),
+        openapi_extra=body_spec(Transaction, explain=True),
+        responses=error_responses(409, 413, 422, 503),
         tags=["scoring"],
         summary="Score one transaction",
     )
@@ -196,8 +120,8 @@ def routes() -> APIRouter:
     @router.post(
         "/v1/score/batch",
         response_model=ScoreBatch,
-        openapi_extra=_body(TransactionBatch, explain=True),
-        responses=_errors(409, 413, 422, 503),
+        openapi_extra=body_spec(TransactionBatch, explain=True),
+        responses=error_responses(409, 413, 422, 503),
         tags=["scoring"],
         summary="Score up to 100 transactions in order",
     )
@@ -212,8 +136,8 @@ def routes() -> APIRouter:
     @router.post(
         "/v1/feedback",
         response_model=FeedbackReceipt,
-        openapi_extra=_body(Feedback),
-        responses=_errors(404, 413, 422, 503),
+        openapi_extra=body_spec(Feedback),
+        responses=error_responses(404, 413, 422, 503),
         tags=["scoring"],
         summary="Report the fraud label of a scored transaction",
     )
@@ -280,7 +204,7 @@ def routes() -> APIRouter:
     @router.get(
         "/v1/models",
         response_model=ModelsView,
-        openapi_extra={"parameters": [_OPTIONAL_ADMIN_KEY]},
+        openapi_extra={"parameters": [OPTIONAL_ADMIN_KEY]},
         tags=["operations"],
         summary="Loaded model versions and routing (its salt with the admin key)",
     )
@@ -297,7 +221,7 @@ def routes() -> APIRouter:
         "/admin/reload",
         response_model=Reloaded,
         dependencies=admin,
-        responses=_errors(401, 403, 503),
+        responses=error_responses(401, 403, 503),
         tags=["admin"],
         summary="Load the registry's current version of every alias now",
     )
@@ -315,8 +239,8 @@ def routes() -> APIRouter:
         "/admin/routing",
         response_model=RoutingState,
         dependencies=admin,
-        openapi_extra=_body(RoutingConfig),
-        responses=_errors(401, 403, 409, 413, 422),
+        openapi_extra=body_spec(RoutingConfig),
+        responses=error_responses(401, 403, 409, 413, 422),
         tags=["admin"],
         summary="Replace the routing policy",
     )
@@ -358,69 +282,3 @@ def _routing_view(plan: RoutingPlan) -> dict[str, Any]:
 
 def _models_view(snapshot: Snapshot) -> dict[str, Any]:
     return {"models": _model_infos(snapshot), "routing": _routing_view(snapshot.routing)}
-
-
-# --- OpenAPI -------------------------------------------------------------------------------
-
-
-def openapi_document(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the schemas of the bodies the endpoints parse themselves."""
-    if app.openapi_schema is None:
-        document = get_openapi(
-            title=app.title,
-            version=app.version,
-            summary=app.summary,
-            routes=app.routes,
-        )
-        components = document.setdefault("components", {}).setdefault("schemas", {})
-        for model in _BODY_MODELS:
-            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(schema.pop("$defs", {}))
-            components[model.__name__] = schema
-        app.openapi_schema = document
-    return app.openapi_schema
-
-
-def add_docs_pages(app: FastAPI) -> None:
-    """/docs (Swagger UI) and /redoc, with every file they load served by the app itself.
-
-    FastAPI's own pages make the browser fetch Swagger UI, ReDoc and fonts from public
-    hosts: a request the project never makes, and a blank page offline. The app must be
-    built with ``docs_url=None, redoc_url=None`` so these are the only ones. Each page also
-    tells the browser to load nothing from anywhere else (`_DOCS_POLICY`).
-    """
-    app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=_DOCS_ASSETS_DIR), name="docs-assets")
-    app.add_route("/docs", _swagger_ui, include_in_schema=False)
-    app.add_route("/redoc", _redoc, include_in_schema=False)
-
-
-def _docs_urls(request: Request) -> tuple[str, str]:
-    """The OpenAPI document's URL and the assets' prefix, under a proxy's root path."""
-    root = request.scope.get("root_path", "").rstrip("/")
-    return f"{root}{request.app.openapi_url}", f"{root}{DOCS_ASSETS_PATH}"
-
-
-async def _swagger_ui(request: Request) -> HTMLResponse:
-    openapi_url, assets = _docs_urls(request)
-    page = get_swagger_ui_html(
-        openapi_url=openapi_url,
-        title=f"{request.app.title} - Swagger UI",
-        swagger_js_url=f"{assets}/swagger-ui-bundle.js",
-        swagger_css_url=f"{assets}/swagger-ui.css",
-        swagger_favicon_url=f"{assets}/favicon.png",
-    )
-    page.headers.update(_DOCS_POLICY)
-    return page
-
-
-async def _redoc(request: Request) -> HTMLResponse:
-    openapi_url, assets = _docs_urls(request)
-    page = get_redoc_html(
-        openapi_url=openapi_url,
-        title=f"{request.app.title} - ReDoc",
-        redoc_js_url=f"{assets}/redoc.standalone.js",
-        redoc_favicon_url=f"{assets}/favicon.png",
-        with_google_fonts=False,
-    )
-    page.headers.update(_DOCS_POLICY)
-    return page

@@ -25,9 +25,10 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from fraudops.config import Settings, load_params
 from fraudops.experiments.routing import (
@@ -44,8 +45,9 @@ from fraudops.logs.errors import LogBackpressureError, PredictionLogClosedError
 from fraudops.logs.records import LabelRecord, PredictionRecord
 from fraudops.logs.writer import PredictionLogWriter
 from fraudops.tracking.registry import CHALLENGER
+from serving.loaded_model import LoadedModel
 from serving.metrics import ServingMetrics
-from serving.models import LoadedModel, ModelSet, ModelSnapshot
+from serving.models import ModelSet, ModelSnapshot
 from serving.shadow import ShadowScorer
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,9 @@ SYNC_INTERVAL_S = 1.0
 SHADOW_QUEUE_SIZE = 10_000
 #: How long shutdown waits for queued shadow scores before the log closes.
 SHADOW_DRAIN_TIMEOUT_S = 10.0
+
+
+_Record = TypeVar("_Record", PredictionRecord, LabelRecord)
 
 
 class LogUnavailable(RuntimeError):
@@ -272,35 +277,36 @@ class Runtime:
         The first try never waits. Only when the queue is full does the row wait for room,
         in a worker thread, up to the writer's enqueue timeout.
         """
-        writer = self.writer
-        assert writer is not None
-        try:
-            writer.log_prediction(record, wait_s=0)
-            return
-        except LogBackpressureError:
-            pass
-        except PredictionLogClosedError as error:
-            raise LogUnavailable("the prediction log is closed: the server is stopping") from error
-        try:
-            await asyncio.to_thread(writer.log_prediction, record)
-        except (LogBackpressureError, PredictionLogClosedError) as error:
-            self.metrics.log_backpressure.inc()
-            raise LogUnavailable(f"prediction log unavailable: {error}") from error
+        assert self.writer is not None
+        await self._hand_over(
+            self.writer.log_prediction, record, "prediction log", self.metrics.log_backpressure.inc
+        )
 
     async def log_label(self, record: LabelRecord) -> None:
-        writer = self.writer
-        assert writer is not None
+        """Hand a label to the log as ``log_served`` hands a row; else LogUnavailable."""
+        assert self.writer is not None
+        await self._hand_over(self.writer.log_label, record, "label log")
+
+    async def _hand_over(
+        self,
+        put: Callable[[_Record, float | None], object],
+        record: _Record,
+        log: str,
+        on_unavailable: Callable[[], None] = lambda: None,
+    ) -> None:
+        """PUT RECORD without waiting; if the queue is full, wait for room off the loop."""
         try:
-            writer.log_label(record, wait_s=0)
+            put(record, 0)
             return
         except LogBackpressureError:
             pass
         except PredictionLogClosedError as error:
-            raise LogUnavailable("the label log is closed: the server is stopping") from error
+            raise LogUnavailable(f"the {log} is closed: the server is stopping") from error
         try:
-            await asyncio.to_thread(writer.log_label, record)
+            await asyncio.to_thread(put, record, None)
         except (LogBackpressureError, PredictionLogClosedError) as error:
-            raise LogUnavailable(f"label log unavailable: {error}") from error
+            on_unavailable()
+            raise LogUnavailable(f"{log} unavailable: {error}") from error
 
     # --- readiness ------------------------------------------------------------------------
 

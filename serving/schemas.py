@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from fraudops.experiments.routing import RoutingConfig
 from fraudops.features.store_types import LabelOutcome
+from fraudops.timestamps import naive_utc
 
 #: Ids fit in 53 bits so that every JSON client (JavaScript included) reads them back exactly.
 MAX_ID = 2**53 - 1
@@ -35,9 +36,7 @@ def _in_range_as_naive_utc(moment: dt.datetime) -> dt.datetime:
     """The year is checked as written (what the schema's pattern can say), then UTC."""
     if not FIRST_YEAR <= moment.year <= LAST_YEAR:
         raise ValueError(f"timestamp must lie in the years {FIRST_YEAR}-{LAST_YEAR}")
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
-    return moment
+    return naive_utc(moment)
 
 
 def _whole_number(value: object) -> object:

@@ -22,7 +22,7 @@ from fraudops.features.store_types import (
 )
 from fraudops.features.store_types import Transaction as StoreTransaction
 from fraudops.logs.records import PredictionRecord
-from serving.models import BIAS, LoadedModel
+from serving.loaded_model import BIAS, LoadedModel
 from serving.runtime import LogUnavailable, Runtime, Snapshot
 from serving.schemas import TOP_CONTRIBUTIONS, Transaction
 from serving.shadow import ShadowJob

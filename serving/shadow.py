@@ -26,8 +26,8 @@ import numpy as np
 
 from fraudops.logs.records import PredictionRecord
 from fraudops.logs.writer import PredictionLogWriter
+from serving.loaded_model import LoadedModel
 from serving.metrics import ServingMetrics
-from serving.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ from fraudops.modeling.candidates import Model, inputs
 from fraudops.modeling.tree_ensemble import FlatTreeEnsemble
 from fraudops.tracking import runs
 from fraudops.tracking.registry import CHALLENGER, CHAMPION, configure_mlflow, promote, register
-from serving.models import BIAS, LoadedModel, ModelLoadError, ModelSet
+from serving.loaded_model import BIAS, LoadedModel
+from serving.models import ModelLoadError, ModelSet
 
 SMALL_MODELS = {
     "xgboost": {"n_estimators": 20, "max_depth": 3},

@@ -13,8 +13,8 @@ from fraudops.logs.database import open_prediction_log
 from fraudops.logs.readers import read_predictions
 from fraudops.logs.records import PredictionRecord
 from fraudops.logs.writer import PredictionLogWriter
+from serving.loaded_model import LoadedModel
 from serving.metrics import ServingMetrics
-from serving.models import LoadedModel
 from serving.shadow import MAX_BATCH, ShadowJob, ShadowScorer
 
 FEATURES = ("a", "b", "c")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
 from fraudops.logs.readers import RowKind, TimeColumn, read_predictions
+from fraudops.timestamps import naive_utc
 
 
 class ReportModel(BaseModel):
@@ -48,7 +49,7 @@ class ReportWindow(ReportModel):
             return None
         if self.time_column == "logged_at":
             return _as_utc(moment)
-        return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
+        return naive_utc(moment)
 
 
 def _as_utc(moment: dt.datetime | None) -> dt.datetime | None:

@@ -46,6 +46,7 @@ from fraudops.health.findings import (
 from fraudops.logs.tables import labels, predictions
 from fraudops.modeling.evaluation import evaluate
 from fraudops.modeling.steps import PERIOD, SCORE
+from fraudops.timestamps import naive_utc_now
 
 #: The fraud label in monitoring frames: the prediction log's name for it.
 LABEL = labels.c.label.name
@@ -318,4 +319,4 @@ def window_time(frame: pd.DataFrame) -> dt.datetime:
         newest = pd.to_datetime(frame[TX_DATETIME]).max()
         if pd.notna(newest):
             return newest.to_pydatetime()
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return naive_utc_now()

@@ -22,11 +22,8 @@ and the worktree in ``.git``, not in the working tree.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import math
 import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -35,9 +32,10 @@ from typing import Any, TypedDict
 
 from rich.console import Console
 
-from fraudops.config import Settings, get_settings
+from fraudops.config import get_settings
 from fraudops.data.versioning import data_version
 from fraudops.local.demo_api import route_ab_with_shadow, wait_for_shadow, wait_ready
+from fraudops.local.demo_processes import DemoProcesses
 from fraudops.local.demo_story import (
     SUMMARY_FILE,
     Story,
@@ -60,8 +58,10 @@ from fraudops.local.demo_worktree import (
     committed_params,
     git_output,
     make_worktree,
+    where_it_is,
     worktree_settings,
 )
+from fraudops.timestamps import naive_utc_now
 
 console = Console(stderr=True)
 
@@ -144,7 +144,7 @@ class _Demo:
         }
         self.pace = ("--seconds-per-day", str(options.seconds_per_day))
         self.story = Story()
-        self.children: list[subprocess.Popen[bytes]] = []
+        self.processes = DemoProcesses(tree.root, self.env, self.logs, console)
         self.servers = contextlib.ExitStack()
 
     def run(self) -> None:
@@ -161,7 +161,7 @@ class _Demo:
             console.print(f"Prefect UI: {prefect.url}")
             self.story.urls["Prefect UI (flow runs, the drift automation)"] = prefect.url
             try:
-                self.start(
+                self.processes.start(
                     [sys.executable, "-m", "pipelines.deployments", "--only", "retraining"],
                     "deployments",
                 )
@@ -173,14 +173,13 @@ class _Demo:
                 if self.options.keep_running:
                     self.stay_up()
             finally:
-                for child in reversed(self.children):
-                    stop(child)
+                self.processes.stop_all()
 
     # --- the stages ------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        self.run_command("fraudops", "generate", "--overwrite")
-        self.run_command("dvc", "repro")
+        self.processes.run("fraudops", "generate", "--overwrite")
+        self.processes.run("dvc", "repro")
         version = data_version(self.tree.root / "data.dvc")
         commit = commit_data_version(
             self.tree, f"demo: data version {version} and its pipeline run", "data.dvc", "dvc.lock"
@@ -200,9 +199,9 @@ class _Demo:
     def train_and_serve(self) -> None:
         from fraudops.tracking.registry import CHAMPION, configure_mlflow, version_by_alias
 
-        self.run_command("fraudops", "train")
-        self.run_command("fraudops", "backfill")
-        self.start(
+        self.processes.run("fraudops", "train")
+        self.processes.run("fraudops", "backfill")
+        self.processes.start(
             ["fraudops", "serve", "--port", str(self.options.port), "--log-level", "warning"],
             "serve",
         )
@@ -229,7 +228,7 @@ class _Demo:
         # Monitoring runs once, after the last drifted day: by then the first day's labels
         # (posted once the label delay has passed) are in, so the retraining the drift
         # event starts has a matured day of traffic to learn from.
-        self.run_command(
+        self.processes.run(
             "fraudops",
             "simulate-traffic",
             "--days",
@@ -283,18 +282,18 @@ class _Demo:
         seen, until it has them, if that fits in ``ab_max_days``; otherwise the report's
         NEED_MORE_DATA stands, with what the plan needs. Returns the window's start.
         """
-        since = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0).isoformat()
+        since = naive_utc_now().replace(microsecond=0).isoformat()
         share_of_challenger = route_ab_with_shadow(self.url, self.key, self.options.ab_share)
         console.print(
             f"routing: A/B champion {100 - share_of_challenger} / challenger "
             f"{share_of_challenger}, challenger shadowing the rest"
         )
         days = self.options.ab_days
-        self.run_command("fraudops", "simulate-traffic", "--days", str(days), *self.pace)
+        self.processes.run("fraudops", "simulate-traffic", "--days", str(days), *self.pace)
         ab = self.report_ab(since)
         while more := more_ab_days(ab, days, self.options.ab_max_days):
             console.print(f"the A/B plan needs {more} more days of labelled traffic")
-            self.run_command("fraudops", "simulate-traffic", "--days", str(more), *self.pace)
+            self.processes.run("fraudops", "simulate-traffic", "--days", str(more), *self.pace)
             days += more
             ab = self.report_ab(since)
         self.story.add(
@@ -311,20 +310,20 @@ class _Demo:
 
     def report_ab(self, since: str) -> dict[str, Any]:
         ab_json = self.reports / "ab.json"
-        self.run_command("fraudops", "report", "ab", "--since", since, "--json", str(ab_json))
+        self.processes.run("fraudops", "report", "ab", "--since", since, "--json", str(ab_json))
         return ab_facts(ab_json)
 
     def decide(self, challenger: str, since: str) -> None:
         """The shadow and A/B reports on the A/B window, then the gate weighing them."""
         shadow_json, ab_json = self.reports / "shadow.json", self.reports / "ab.json"
-        self.run_command(
+        self.processes.run(
             "fraudops", "report", "shadow", "--since", since, "--json", str(shadow_json)
         )
         ab = ab_facts(ab_json)
         self.story.add("A/B report", ab_lines(ab), **ab)
         shadow = shadow_facts(shadow_json)
         self.story.add("shadow report", shadow_lines(shadow), **shadow)
-        self.run_command(
+        self.processes.run(
             "fraudops", "promote", "--ab-report", str(ab_json), "--shadow-report", str(shadow_json)
         )
         from fraudops.tracking.registry import configure_mlflow
@@ -338,7 +337,7 @@ class _Demo:
             self.start_uis()
         self.story.running = self.options.keep_running
         self.story.show(console)
-        show_where(self.tree)
+        console.print(where_it_is(self.tree), **_VERBATIM)
         self.story.write(self.tree.home / SUMMARY_FILE)
 
     def start_uis(self) -> None:
@@ -351,7 +350,7 @@ class _Demo:
         )
         self.story.urls["MLflow UI (runs, the registry's aliases and decisions)"] = mlflow.url
         port = free_port()
-        self.start(["fraudops", "dashboards", "--port", str(port)], "dashboards")
+        self.processes.start(["fraudops", "dashboards", "--port", str(port)], "dashboards")
         evidently = f"http://127.0.0.1:{port}"
         wait_ready(evidently, path="/api/version")
         self.story.urls["Evidently UI (monitoring windows)"] = evidently
@@ -359,46 +358,16 @@ class _Demo:
     def stay_up(self) -> None:
         console.print("[green]the services stay up[/]; Ctrl-C stops them")
         try:
-            while all(child.poll() is None for child in self.children):
+            while self.processes.all_running():
                 time.sleep(1)
         except KeyboardInterrupt:
             console.print("stopping")
             return
         raise DemoError(f"a service of the demo stopped on its own; see the logs in {self.logs}")
 
-    # --- processes -------------------------------------------------------------------------
-
     @property
     def label_delay(self) -> int:
         return committed_params(self.tree.checkout, self.tree.base).features.label_delay_days
-
-    def run_command(self, *args: str) -> None:
-        """Run a step in the foreground, in a process group of its own so that an
-        interrupted demo leaves none of its children behind."""
-        console.rule(" ".join(args))
-        child = subprocess.Popen(
-            list(args), cwd=self.tree.root, env=self.env, start_new_session=True
-        )
-        try:
-            returncode = child.wait()
-        finally:
-            stop(child)
-        if returncode != 0:
-            raise DemoError(f"`{' '.join(args)}` failed; see its output above")
-
-    def start(self, args: list[str], name: str) -> None:
-        """Start a service in the background, logging to LOGS/NAME.log."""
-        with (self.logs / f"{name}.log").open("w") as log:
-            self.children.append(
-                subprocess.Popen(
-                    args,
-                    cwd=self.tree.root,
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
 
 
 def more_ab_days(ab: dict[str, Any], days: int, max_days: int) -> int:
@@ -418,32 +387,3 @@ def more_ab_days(ab: dict[str, Any], days: int, max_days: int) -> int:
         return 0
     more = math.ceil(days * (required - have) / have)
     return more if days + more <= max_days else 0
-
-
-def stop(child: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
-    """Stop CHILD's whole process group (it leads one): SIGTERM, SIGKILL after GRACE_S."""
-    if child.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=grace_s)
-    with contextlib.suppress(ProcessLookupError):  # what the leader left of its group
-        os.killpg(child.pid, signal.SIGKILL)
-    child.wait()
-
-
-def show_where(tree: Worktree) -> None:
-    """Where the demo's data versions and state are, and the commands that open them."""
-    demo_settings = Settings(home=tree.home)
-    log = git_output(tree.root, "log", "--oneline", f"{tree.base}..{tree.branch}")
-    console.print(
-        f"The demo ran in {tree.root}, a git worktree on branch {tree.branch}; "
-        f"{tree.checkout} is as it was.\n"
-        f"Data versions, committed on {tree.branch}:\n"
-        + "".join(f"  {line}\n" for line in log.splitlines())
-        + f"State (MLflow, Prefect, prediction log, live routing, logs): {tree.home}\n"
-        f"Dashboards: cd {tree.root} && fraudops dashboards, then open http://127.0.0.1:8085\n"
-        f"MLflow UI:  mlflow ui --backend-store-uri {demo_settings.tracking_uri}\n"
-        f"Remove it:  git worktree remove --force {tree.root} && git branch -D {tree.branch}",
-        **_VERBATIM,
-    )

@@ -1,8 +1,9 @@
 """The demo's own git worktree: where it runs, and the branch its data versions go on.
 
 Apart from ``demo`` because it is plain git plumbing: make the worktree afresh from the
-checkout's ``HEAD``, read what is committed there, and commit each data version the demo
-creates. Why the demo runs in a worktree at all is in ``demo``'s docstring.
+checkout's ``HEAD``, read what is committed there, commit each data version the demo
+creates, and say where it all is. Why the demo runs in a worktree at all is in ``demo``'s
+docstring.
 """
 
 from __future__ import annotations
@@ -116,3 +117,19 @@ def worktree_settings(tree: Worktree) -> Settings:
     found = Settings(_env_file=tree.root / ".env", home=tree.home)
     paths = ("data_dir", "monitoring_workspace", "monitoring_reports_dir")
     return found.model_copy(update={name: tree.root / getattr(found, name) for name in paths})
+
+
+def where_it_is(tree: Worktree) -> str:
+    """Where the demo's data versions and state are, and the commands that open them."""
+    demo_settings = Settings(home=tree.home)
+    log = git_output(tree.root, "log", "--oneline", f"{tree.base}..{tree.branch}")
+    return (
+        f"The demo ran in {tree.root}, a git worktree on branch {tree.branch}; "
+        f"{tree.checkout} is as it was.\n"
+        f"Data versions, committed on {tree.branch}:\n"
+        + "".join(f"  {line}\n" for line in log.splitlines())
+        + f"State (MLflow, Prefect, prediction log, live routing, logs): {tree.home}\n"
+        f"Dashboards: cd {tree.root} && fraudops dashboards, then open http://127.0.0.1:8085\n"
+        f"MLflow UI:  mlflow ui --backend-store-uri {demo_settings.tracking_uri}\n"
+        f"Remove it:  git worktree remove --force {tree.root} && git branch -D {tree.branch}"
+    )

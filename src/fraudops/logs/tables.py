@@ -35,6 +35,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 
+from fraudops.timestamps import naive_utc
+
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
     """Wall-clock instants stored as naive UTC, read back as aware UTC, on every backend.
@@ -51,7 +53,7 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError(f"{value!r} has no time zone; pass an aware datetime (UTC)")
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
+        return naive_utc(value)
 
     def process_result_value(
         self, value: dt.datetime | None, dialect: Dialect

@@ -15,7 +15,6 @@ isolated, counted and logged so it cannot block the rows behind it.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import sys
@@ -36,6 +35,7 @@ from fraudops.logs.database import open_prediction_log
 from fraudops.logs.errors import LogBackpressureError, PredictionLogClosedError, PredictionLogError
 from fraudops.logs.records import LabelRecord, PredictionRecord, WriterStats
 from fraudops.logs.tables import labels, predictions
+from fraudops.timestamps import naive_utc
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ class PredictionLogWriter:
             "request_id": str(record.request_id),
             "transaction_id": int(record.transaction_id),
             "logged_at": record.logged_at,
-            "tx_datetime": _naive_utc(record.tx_datetime),
+            "tx_datetime": naive_utc(record.tx_datetime),
             "customer_hash": self._hasher.pseudonym(record.customer_id),
             "terminal_hash": self._hasher.pseudonym(record.terminal_id),
             "features": dict(record.features),
@@ -349,10 +349,3 @@ def _brief(error: BaseException) -> str:
     cause = getattr(error, "orig", None) or error
     lines = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {lines[0] if lines else ''}"
-
-
-def _naive_utc(moment: dt.datetime) -> dt.datetime:
-    """The raw data's clock is naive; an aware value is brought to UTC so both backends agree."""
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(dt.UTC).replace(tzinfo=None)
