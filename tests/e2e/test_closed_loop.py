@@ -28,6 +28,7 @@ from loop_support import (
 from fraudops.config import load_params
 from fraudops.experiments.report_parts import ReportWindow
 from fraudops.experiments.shadow_report import analyse_shadow, read_shadow_window, shadow_check
+from fraudops.features.label_timing import LabelTiming
 from fraudops.local.traffic import next_day
 from fraudops.logs.database import open_prediction_log
 from fraudops.logs.readers import read_predictions
@@ -51,25 +52,32 @@ def fraudops(*args: str) -> str:
 
 
 def assert_labels_came_after_the_delay(settings, start: dt.datetime) -> None:
-    """Labels of day X arrived after every transaction of day X + d - 1 was served and
-    before any of day X + d: the label delay, in compressed time."""
+    """Each label arrived after every transaction before the moment it became usable was
+    served, and before any transaction from that moment on: the label delay (to the hour,
+    `LabelTiming`), in compressed time."""
     engine = open_prediction_log(settings.log_url)
     try:
         rows = read_predictions(engine, start=start, time_column="tx_datetime")
     finally:
         engine.dispose()
-    rows["day"] = rows["tx_datetime"].dt.normalize()
-    served = rows.groupby("day")["logged_at"].agg(["min", "max"])
-    labelled = rows.groupby("day")["label_received_at"].agg(["min", "max"])
-    delay = pd.Timedelta(days=LABEL_DELAY_DAYS)
-    checked = 0
-    for day, received in labelled.iterrows():
-        if day + delay in served.index:
-            assert received["max"] < served.loc[day + delay, "min"]
-            checked += 1
-        if day + delay - pd.Timedelta(days=1) in served.index:
-            assert received["min"] > served.loc[day + delay - pd.Timedelta(days=1), "max"]
-    assert checked == DRIFT_DAYS - LABEL_DELAY_DAYS
+    rows = rows.sort_values("tx_datetime", ignore_index=True)
+    timing = LabelTiming.after_days(LABEL_DELAY_DAYS)
+    # Logged-at times of everything served before each position, and from it on.
+    served_before = rows["logged_at"].cummax().shift(1)
+    served_from = rows["logged_at"][::-1].cummin()[::-1]
+    labelled = rows.dropna(subset=["label_received_at"])
+    usable = pd.to_datetime(labelled["tx_datetime"].map(timing.usable_from))
+    first_after = rows["tx_datetime"].searchsorted(usable)  # first row served once usable
+    checked_days = set()
+    for received, position, tx_time in zip(
+        labelled["label_received_at"], first_after, labelled["tx_datetime"], strict=True
+    ):
+        if position > 0:
+            assert received > served_before[position], tx_time
+        if position < len(rows):
+            assert received < served_from[position], tx_time
+            checked_days.add(tx_time.normalize())
+    assert len(checked_days) == DRIFT_DAYS - LABEL_DELAY_DAYS
 
 
 def test_drift_is_detected_retrained_shadowed_reported_and_promoted(

@@ -71,6 +71,8 @@ def repo(tmp_path: Path) -> Path:
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["simulate"].update(SMALL)
     params["train"].update(SMALL_TRAIN)
+    # The split's gap is the label delay: Params refuses two different numbers.
+    params["features"]["label_delay_days"] = SMALL_TRAIN["delay_days"]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     run(["git", "init", "-q"], root)
     dvc("init", "-q", cwd=root)
@@ -146,7 +148,8 @@ def test_generate_then_repro_versions_data_and_reruns_only_what_changed(repo: Pa
     assert {"roc_auc", "average_precision"} <= diff.keys()
     assert any(change["old"] != change["new"] for change in diff.values())
 
-    update_params(repo, "features", "label_delay_days", 3)
+    update_params(repo, "features", "label_delay_days", 2)
+    update_params(repo, "train", "delay_days", 2)
     rerun = stages_run(dvc("repro", cwd=repo))
     assert "featurize" in rerun
     assert "validate" not in rerun

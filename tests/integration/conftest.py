@@ -25,10 +25,11 @@ SMALL_TRAIN = {
 }
 
 
-def write_params(path: Path, train: dict) -> Path:
-    """The project's params.yaml with the `train` section replaced by TRAIN's keys."""
+def write_params(path: Path, train: dict, features: dict | None = None) -> Path:
+    """The project's params.yaml with TRAIN's (and FEATURES') keys replaced."""
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["train"].update(train)
+    params["features"].update(features or {})
     path.write_text(yaml.safe_dump(params))
     return path
 
@@ -62,9 +63,10 @@ def small_params_with(tmp_path: Path) -> Callable[[dict], Path]:
     """Write a params.yaml with the small training parameters updated by the given ones."""
     written = 0
 
-    def write(train: dict) -> Path:
+    def write(train: dict, features: dict | None = None) -> Path:
         nonlocal written
         written += 1
-        return write_params(tmp_path / f"params-{written}.yaml", {**SMALL_TRAIN, **train})
+        path = tmp_path / f"params-{written}.yaml"
+        return write_params(path, {**SMALL_TRAIN, **train}, features)
 
     return write

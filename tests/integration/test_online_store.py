@@ -1,8 +1,9 @@
 """The online feature store against real SQLite files and a real Redis server.
 
 The central check is parity: a simulated stream replayed through the store, with fraud labels
-fed back on the day they become known, must give exactly the offline features of
-`build_features`, on both backends, from the start or after a backfill mid-stream.
+fed back at the hour they become usable (`fraudops.features.label_timing`), must give exactly
+the offline features of `build_features`, on both backends, from the start or after a
+backfill mid-stream.
 """
 
 from __future__ import annotations
@@ -44,11 +45,11 @@ from fraudops.features.definitions import (
     customer_nb_tx_column,
     day_number,
     feature_columns,
-    label_known_day,
-    terminal_bucket_days,
+    terminal_bucket_ticks,
     terminal_nb_tx_column,
     terminal_risk_column,
 )
+from fraudops.features.label_timing import label_timing
 from fraudops.features.online_store import OnlineStore, open_online_store
 from fraudops.features.store_types import (
     LabelOutcome,
@@ -60,15 +61,16 @@ from fraudops.local.servers import free_port
 
 PARAMS = FeatureParams()
 FEATURES = feature_columns(PARAMS)
-# A Wednesday, and how long after it the labels of its transactions are all known.
+TIMING = label_timing(PARAMS)
+# A Wednesday noon, and how long after it the labels of its transactions are usable.
 D = dt.datetime(2018, 6, 20, 12)
-KNOWN = dt.timedelta(days=label_known_day(0, PARAMS))
+KNOWN = TIMING.delay
 
 
 TABLES = {
-    "c": ("customer_buckets", "customer_id"),
-    "t": ("terminal_buckets", "terminal_id"),
-    "x": ("transactions", "transaction_id"),
+    "c": ("customer_buckets", "customer_id", "day"),
+    "t": ("terminal_buckets", "terminal_id", "usable_tick"),
+    "x": ("transactions", "transaction_id", ""),
 }
 
 
@@ -90,20 +92,20 @@ class Backend:
         """How long until customer (``c``), terminal (``t``) or transaction (``x``) KEY expires."""
         if self.is_redis:
             return redis.Redis.from_url(self.url).ttl(f"{self.namespace}:{kind}:{key}")
-        table, column = TABLES[kind]
+        table, column, _ = TABLES[kind]
         with closing(sqlite3.connect(self.url.removeprefix("sqlite:///"))) as db:
             query = f"SELECT max(expires_at) FROM {table} WHERE {column} = ?"
             return db.execute(query, (key,)).fetchone()[0] - time.time()
 
-    def stored_days(self, kind: str, entity_id: int) -> set[int]:
-        """Days that have a bucket of customer (``c``) or terminal (``t``) ENTITY_ID."""
+    def stored_keys(self, kind: str, entity_id: int) -> set[int]:
+        """Keys of the buckets of customer (``c``: days) or terminal (``t``: label ticks)."""
         if self.is_redis:
             client = redis.Redis.from_url(self.url)
-            return {int(day) for day in client.hkeys(f"{self.namespace}:{kind}:{entity_id}")}
-        table, column = TABLES[kind]
+            return {int(key) for key in client.hkeys(f"{self.namespace}:{kind}:{entity_id}")}
+        table, column, key = TABLES[kind]
         with closing(sqlite3.connect(self.url.removeprefix("sqlite:///"))) as db:
-            rows = db.execute(f"SELECT day FROM {table} WHERE {column} = ?", (entity_id,))
-            return {day for (day,) in rows}
+            rows = db.execute(f"SELECT {key} FROM {table} WHERE {column} = ?", (entity_id,))
+            return {value for (value,) in rows}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.services)])
@@ -158,16 +160,16 @@ def transaction(row: dict) -> Transaction:
 
 def replay(store: OnlineStore, scored: pl.DataFrame, frauds: pl.DataFrame) -> pl.DataFrame:
     """Score SCORED in id order; each transaction of FRAUDS gets its fraud label at the start
-    of the day it becomes known, as a daily label feed would deliver it."""
+    of the hour it becomes usable, as an hourly label feed would deliver it."""
     pending = [
-        (label_known_day(day_number(when), PARAMS), tx_id)
+        (TIMING.usable_tick(when), tx_id)
         for tx_id, when in frauds.select(TRANSACTION_ID, TX_DATETIME).iter_rows()
     ]
     heapq.heapify(pending)
     served = []
     for row in scored.sort(TRANSACTION_ID).iter_rows(named=True):
-        today = day_number(row[TX_DATETIME])
-        while pending and pending[0][0] <= today:
+        now = TIMING.tick(row[TX_DATETIME])
+        while pending and pending[0][0] <= now:
             assert store.record_label(heapq.heappop(pending)[1], 1) == LabelOutcome.RECORDED
         served.append(store.score_features(transaction(row)))
     return pl.DataFrame(served, schema=dict.fromkeys(FEATURES, pl.Float64))
@@ -184,9 +186,16 @@ def frauds_of(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.filter(pl.col(TX_FRAUD) == 1)
 
 
+def not_usable_by_end_of(raw: pl.DataFrame, until: dt.date) -> pl.DataFrame:
+    """Transactions whose labels are not yet usable at the end of UNTIL."""
+    next_day = dt.datetime.combine(until + dt.timedelta(days=1), dt.time())
+    usable = TIMING.usable_tick_expr(pl.col(TX_DATETIME))
+    return raw.filter(usable >= TIMING.tick(next_day))
+
+
 def frauds_unknown_at_end_of(raw: pl.DataFrame, until: dt.date) -> pl.DataFrame:
-    """Frauds whose labels are not yet known at the end of UNTIL: the feed delivers them."""
-    return frauds_of(raw).filter(pl.col(TX_DATETIME).dt.date() > until - KNOWN)
+    """Frauds whose labels are not yet usable at the end of UNTIL: the feed delivers them."""
+    return frauds_of(not_usable_by_end_of(raw, until))
 
 
 # --- parity ---------------------------------------------------------------------------------
@@ -207,9 +216,8 @@ def test_backfill_then_continue_equals_a_full_replay(
     summary = store.backfill(stream, until=until)
     assert summary.until == until
     assert summary.transactions == before.height
-    # Transactions whose labels are not yet known at the end of UNTIL wait for the feed.
-    recent = before.filter(pl.col(TX_DATETIME).dt.date() > until - KNOWN)
-    assert summary.pending_labels == recent.height > 0
+    # Transactions whose labels are not yet usable at the end of UNTIL wait for the feed.
+    assert summary.pending_labels == not_usable_by_end_of(before, until).height > 0
     served = replay(store, after, frauds_unknown_at_end_of(stream, until))
     assert_frame_equal(served, offline(stream, after), check_exact=True)
 
@@ -353,15 +361,22 @@ def test_buckets_no_window_reads_are_dropped(store: OnlineStore, backend: Backen
     for offset in range(days):
         store.score_features(Transaction(offset, D + dt.timedelta(days=offset), 1, 1, 1.0))
     last = day_number(D) + days - 1
-    customer, terminal = backend.stored_days("c", 1), backend.stored_days("t", 1)
-    assert day_number(D) not in customer and day_number(D) not in terminal
+    last_tick = TIMING.tick(D + dt.timedelta(days=days - 1))
+    customer, terminal = backend.stored_keys("c", 1), backend.stored_keys("t", 1)
+    written = {TIMING.usable_tick(D + dt.timedelta(days=offset)) for offset in range(days)}
+    assert terminal <= written
+    assert day_number(D) not in customer and min(written) not in terminal
     assert customer_bucket_days(last, PARAMS).start in customer
-    assert terminal_bucket_days(last, PARAMS).start in terminal
-    # Redis prunes once a hash holds twice the days it needs; SQLite on every new day.
+    # Every bucket a window can still read is there, and the labels still to come.
+    assert {key for key in written if key >= terminal_bucket_ticks(last_tick, PARAMS).start} <= (
+        terminal
+    )
+    # Redis prunes once a hash holds twice the buckets it needs; SQLite on every new day.
     assert len(customer) <= 2 * len(customer_bucket_days(last, PARAMS))
+    reach_days = (TIMING.delay + dt.timedelta(days=max(PARAMS.terminal_windows_days))).days
+    assert len(terminal) <= 2 * reach_days
     # Quiet entities and old index entries expire by time: after the terminal retention.
-    window_reach = len(terminal_bucket_days(last, PARAMS)) + label_known_day(0, PARAMS)
-    retention_s = (window_reach + 1) * 86_400
+    retention_s = (reach_days + 1) * 86_400
     for kind, key in (("c", 1), ("t", 1), ("x", 0)):
         assert 0 < backend.seconds_to_expiry(kind, key) <= retention_s
 
@@ -400,3 +415,37 @@ def test_an_unusable_sqlite_path_fails_clearly(tmp_path: Path) -> None:
 def test_unsupported_urls_are_refused(url: str) -> None:
     with pytest.raises(ValueError):
         open_online_store(url, PARAMS)
+
+
+# --- the label timing rule ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("minute", [0, 20])
+def test_a_stored_fraud_counts_from_the_hour_its_label_is_usable(
+    store: OnlineStore, minute: int
+) -> None:
+    """Received at once, the label is still read only from its usable hour, not a unit sooner."""
+    fraud = D + dt.timedelta(hours=10, minutes=minute)
+    store.score_features(Transaction(1, fraud, customer_id=1, terminal_id=3, tx_amount=5.0))
+    assert store.record_label(1, 1, received_at=fraud) == LabelOutcome.RECORDED
+    usable = TIMING.usable_from(fraud)
+    assert usable == fraud.replace(minute=0) + KNOWN + dt.timedelta(hours=minute > 0)
+    readers = [usable - dt.timedelta(hours=1), usable - dt.timedelta(seconds=1), usable]
+    seen = [
+        store.score_features(Transaction(10 + i, when, 50 + i, 3, 1.0))
+        for i, when in enumerate(readers)
+    ]
+    assert [f[terminal_nb_tx_column(1)] for f in seen] == [0.0, 0.0, 1.0]
+    assert [f[terminal_risk_column(1)] for f in seen] == [0.0, 0.0, 1.0]
+
+
+def test_a_store_file_of_the_day_bucket_layout_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(
+            "CREATE TABLE transactions (transaction_id INTEGER PRIMARY KEY, customer_id INTEGER,"
+            " terminal_id INTEGER, day INTEGER, amount_cents INTEGER, label INTEGER,"
+            " expires_at INTEGER)"
+        )
+    with pytest.raises(OnlineStoreUnavailable, match="earlier version"):
+        open_online_store(f"sqlite:///{path}", PARAMS)

@@ -124,8 +124,10 @@ def test_a_version_that_trained_on_holdout_days_is_not_compared(
     prefect_api: str, small_training: Settings, small_params_with: Callable[[dict], Path]
 ) -> None:
     champion = training_flow()
-    # No label delay and a one-day test: its training window reaches into the holdout week.
-    training_flow(params_path=small_params_with({"delay_days": 0, "test_days": 1}))
+    # A one-day label delay and a one-day test: its training window reaches into the holdout
+    # week (the split's gap is the label delay, so both change together).
+    short = small_params_with({"delay_days": 1, "test_days": 1}, features={"label_delay_days": 1})
+    training_flow(params_path=short)
 
     with pytest.raises(ValueError, match="inside the holdout"):
         promotion_flow()

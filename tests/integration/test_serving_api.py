@@ -36,7 +36,6 @@ from fraudops.config import load_params
 from fraudops.experiments.routing import RoutingConfig
 from fraudops.features.definitions import (
     feature_columns,
-    label_known_day,
     terminal_nb_tx_column,
     terminal_risk_column,
 )
@@ -292,7 +291,8 @@ def test_feedback_for_an_unknown_transaction_is_404(api: httpx.Client) -> None:
 def test_a_fraud_label_raises_terminal_risk_only_once_the_label_delay_passed(
     api: httpx.Client, log: Engine
 ) -> None:
-    """A fraud on day D counts in terminal risk from day D + 1 + delay, as offline."""
+    """A fraud at 09:00 counts in terminal risk from 09:00 d days later, as offline (the label
+    timing rule of fraudops.features.label_timing: usable once d has passed, to the hour)."""
     features = load_params().features
     day = dt.datetime(2018, 6, 10, 9)
     labelled_terminal, control_terminal = 770_001, 770_002
@@ -312,7 +312,7 @@ def test_a_fraud_label_raises_terminal_risk_only_once_the_label_delay_passed(
     assert feedback.status_code == 200
     assert feedback.json() == {"transaction_id": first_id, "label": 1, "status": "recorded"}
 
-    delay = label_known_day(0, features)  # days until day D's labels are all known
+    delay = features.label_delay_days  # days until the label is usable (on the hour here)
     before = day + dt.timedelta(days=delay - 1)
     after = day + dt.timedelta(days=delay)
     answers = score_all(
@@ -325,7 +325,7 @@ def test_a_fraud_label_raises_terminal_risk_only_once_the_label_delay_passed(
     )
     rows = logged_rows(log, {a["request_id"] for a in answers}).set_index("transaction_id")
     risk, count = terminal_risk_column(1), terminal_nb_tx_column(1)
-    assert rows.loc[first_id + 2, risk] == 0.0  # day D not yet in any window
+    assert rows.loc[first_id + 2, risk] == 0.0  # the label is not usable yet
     assert rows.loc[first_id + 3, count] == 1.0
     assert rows.loc[first_id + 3, risk] == 1.0  # the one transaction of day D was fraud
     assert rows.loc[first_id + 4, risk] == 0.0  # same day, no label

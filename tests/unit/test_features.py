@@ -1,13 +1,15 @@
 """Feature definitions: hand-computed window edges, and online values equal to offline ones.
 
 Every hand-computed case runs through both paths: `build_features` over the frame, and a
-one-by-one replay through the online functions with in-memory day buckets.
+one-by-one replay through the online functions with in-memory buckets (customers per day,
+terminals per label tick).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import heapq
+import sys
 from collections import defaultdict
 
 import numpy as np
@@ -34,11 +36,12 @@ from fraudops.features.definitions import (
     customer_bucket_days,
     day_number,
     feature_columns,
-    label_known_day,
     prune,
-    terminal_bucket_days,
+    terminal_bucket_key,
+    terminal_bucket_ticks,
     transaction_features,
 )
+from fraudops.features.label_timing import LabelTiming, label_timing
 
 pytestmark = pytest.mark.data
 
@@ -65,34 +68,36 @@ def raw_frame(rows: list[tuple[dt.datetime, int, int, float, int]]) -> pl.DataFr
 
 
 def replay_online(raw: pl.DataFrame, params: FeatureParams, labels_at_once: bool) -> pl.DataFrame:
-    """Serve each transaction in id order from day buckets, updating them as a store would.
+    """Serve each transaction in id order from buckets, updating them as a store would.
 
-    Fraud labels reach the terminal buckets on the day they become known, or, with
+    Fraud labels reach the terminal buckets at the tick they become usable, or, with
     ``labels_at_once``, right after the transaction (early labels must not change features).
     """
+    timing = label_timing(params)
     customers: dict[int, dict[int, CustomerBucket]] = defaultdict(dict)
     terminals: dict[int, dict[int, TerminalBucket]] = defaultdict(dict)
-    pending: list[tuple[int, int, int]] = []  # (day the label is known, terminal, tx day)
+    pending: list[tuple[int, int, int]] = []  # (tick the label is usable, terminal, bucket)
     served = []
     for tx in raw.sort(TRANSACTION_ID).iter_rows(named=True):
-        day = day_number(tx[TX_DATETIME])
-        while pending and pending[0][0] <= day:
-            _, terminal, tx_day = heapq.heappop(pending)
-            terminals[terminal][tx_day] = terminals[terminal][tx_day].with_fraud()
+        day, tick = day_number(tx[TX_DATETIME]), timing.tick(tx[TX_DATETIME])
+        while pending and pending[0][0] <= tick:
+            _, terminal, key = heapq.heappop(pending)
+            terminals[terminal][key] = terminals[terminal][key].with_fraud()
         customer_buckets = prune(customers[tx[CUSTOMER_ID]], customer_bucket_days(day, params))
-        terminal_buckets = prune(terminals[tx[TERMINAL_ID]], terminal_bucket_days(day, params))
+        terminal_buckets = prune(terminals[tx[TERMINAL_ID]], terminal_bucket_ticks(tick, params))
         served.append(
             transaction_features(
                 tx[TX_DATETIME], tx[TX_AMOUNT], customer_buckets, terminal_buckets, params
             )
         )
         cents = amount_to_cents(tx[TX_AMOUNT])
+        key = terminal_bucket_key(tx[TX_DATETIME], params)
         customer_buckets[day] = customer_buckets.get(day, CustomerBucket()).with_transaction(cents)
-        terminal_buckets[day] = terminal_buckets.get(day, TerminalBucket()).with_transaction()
+        terminal_buckets[key] = terminal_buckets.get(key, TerminalBucket()).with_transaction()
         customers[tx[CUSTOMER_ID]], terminals[tx[TERMINAL_ID]] = customer_buckets, terminal_buckets
         if tx[TX_FRAUD]:
-            known = day if labels_at_once else label_known_day(day, params)
-            heapq.heappush(pending, (known, tx[TERMINAL_ID], day))
+            usable = tick if labels_at_once else key  # the bucket key is the usable tick
+            heapq.heappush(pending, (usable, tx[TERMINAL_ID], key))
     return pl.DataFrame(served, schema=dict.fromkeys(feature_columns(params), pl.Float64))
 
 
@@ -208,31 +213,58 @@ def test_customer_average_is_the_exact_mean_of_the_cents() -> None:
 
 
 def test_terminal_window_edges_follow_the_label_delay() -> None:
-    delay = DEFAULT.label_delay_days  # 7
+    # Read at D 09:30: the clock stands on the tick D 09:00, so a label is usable when its
+    # transaction is at least 7 days older than that: at or before D-7 09:00:00.
+    second = dt.timedelta(seconds=1)
+    nine = D + dt.timedelta(hours=9)
     raw = raw_frame(
         [
-            (D - days(delay + 30) + dt.timedelta(hours=12), 5, 1, 10.0, 1),  # D-37: out of 30d
-            (D - days(delay + 29) + dt.timedelta(hours=12), 5, 1, 10.0, 1),  # D-36: first of 30d
-            (D - days(delay + 7) + dt.timedelta(hours=12), 5, 1, 10.0, 1),  # D-14: out of 7d
-            (D - days(delay + 6), 5, 1, 10.0, 0),  # D-13 00:00:00: first day of 7d
-            (D - days(delay - 1) - dt.timedelta(seconds=1), 5, 1, 10.0, 1),  # D-7 23:59:59: 1d
-            (D - days(delay - 1), 5, 1, 10.0, 1),  # D-6: its label is not known yet on day D
-            (D - dt.timedelta(hours=1), 5, 1, 10.0, 0),  # D-1
+            (nine - days(37), 5, 1, 10.0, 1),  # usable 30 days ago: just out of 30d
+            (nine - days(37) + second, 5, 1, 10.0, 1),  # oldest in 30d
+            (nine - days(14), 5, 1, 10.0, 1),  # just out of 7d
+            (nine - days(14) + second, 5, 1, 10.0, 0),  # oldest in 7d
+            (nine - days(8), 5, 1, 10.0, 1),  # just out of 1d
+            (nine - days(8) + second, 5, 1, 10.0, 1),  # oldest in 1d
+            (nine - days(7), 5, 1, 10.0, 0),  # usable at D 09:00: the newest in every window
+            (nine - days(7) + second, 5, 1, 10.0, 1),  # usable at D 10:00: not yet
             (D + dt.timedelta(hours=1), 5, 1, 10.0, 1),  # earlier the same day
-            (D + dt.timedelta(hours=9), 6, 1, 10.0, 0),  # id 8: the transaction looked at
-            (D + dt.timedelta(hours=9), 6, 2, 10.0, 0),  # another terminal
+            (nine + dt.timedelta(minutes=30), 6, 1, 10.0, 0),  # id 9: the transaction looked at
+            (nine + dt.timedelta(minutes=30), 6, 2, 10.0, 0),  # another terminal
         ]
     )
-    row = feature_row(raw, 8)
-    assert (row["terminal_nb_tx_1d"], row["terminal_risk_1d"]) == (1.0, 1.0)
-    assert (row["terminal_nb_tx_7d"], row["terminal_risk_7d"]) == (2.0, 0.5)
-    assert (row["terminal_nb_tx_30d"], row["terminal_risk_30d"]) == (4.0, 0.75)
+    row = feature_row(raw, 9)
+    assert (row["terminal_nb_tx_1d"], row["terminal_risk_1d"]) == (2.0, 0.5)
+    assert (row["terminal_nb_tx_7d"], row["terminal_risk_7d"]) == (4.0, 0.5)
+    assert (row["terminal_nb_tx_30d"], row["terminal_risk_30d"]) == (6.0, 4 / 6)
+
+
+@pytest.mark.parametrize("minute", [0, 20])
+def test_a_fraud_counts_from_the_first_hour_after_the_delay_not_a_unit_sooner(
+    minute: int,
+) -> None:
+    """One rule, to the hour: usable from the first whole hour at least 7 days after it."""
+    fraud = D + dt.timedelta(hours=10, minutes=minute)
+    usable = label_timing(DEFAULT).usable_from(fraud)
+    assert usable == D + days(7) + dt.timedelta(hours=10 if minute == 0 else 11)
+    readers = [
+        usable - dt.timedelta(hours=1),  # one unit before
+        usable - dt.timedelta(seconds=1),  # the last second before
+        fraud + days(7),  # the delay has passed to the second (the same moment if on the hour)
+        usable,  # at: used
+    ]
+    raw = raw_frame(
+        [(fraud, 1, 7, 10.0, 1), *((when, 2, 7, 1.0, 0) for when in sorted(set(readers)))]
+    )
+    features = features_both_ways(raw)
+    times, risks = features[TX_DATETIME].to_list()[1:], features["terminal_risk_1d"][1:]
+    seen = dict(zip(times, risks, strict=True))
+    assert [seen[when] for when in readers] == [0.0, 0.0, 1.0 if minute == 0 else 0.0, 1.0]
 
 
 def test_terminal_risk_is_zero_without_matured_history() -> None:
     raw = raw_frame(
         [
-            (D - days(3), 1, 7, 10.0, 1),  # history, but its label is not known on day D
+            (D - days(3), 1, 7, 10.0, 1),  # history, but its label is not usable on day D
             (D, 2, 7, 20.0, 1),
         ]
     )
@@ -242,12 +274,19 @@ def test_terminal_risk_is_zero_without_matured_history() -> None:
         assert features[f"terminal_risk_{w}d"].to_list() == [0.0, 0.0]
 
 
-def test_with_a_one_day_delay_the_previous_day_counts() -> None:
+def test_with_a_one_day_delay_yesterdays_hour_counts() -> None:
     params = FeatureParams(terminal_windows_days=(1,), label_delay_days=1)
-    raw = raw_frame([(D - dt.timedelta(seconds=1), 1, 7, 10.0, 1), (D, 2, 7, 20.0, 0)])
+    ten = D + dt.timedelta(hours=10)
+    raw = raw_frame(
+        [
+            (ten - days(1), 1, 7, 10.0, 1),
+            (ten - dt.timedelta(seconds=1), 2, 7, 20.0, 0),  # 23:59:59 after it: not yet
+            (ten, 2, 7, 20.0, 0),  # a day after it: usable
+        ]
+    )
     features = features_both_ways(raw, params)
-    assert features["terminal_nb_tx_1d"].to_list() == [0.0, 1.0]
-    assert features["terminal_risk_1d"].to_list() == [0.0, 1.0]
+    assert features["terminal_nb_tx_1d"].to_list() == [0.0, 0.0, 1.0]
+    assert features["terminal_risk_1d"].to_list() == [0.0, 0.0, 1.0]
 
 
 # --- calendar flags ---------------------------------------------------------------------------
@@ -283,11 +322,12 @@ def test_night_ends_after_the_configured_hour() -> None:
 def test_bucket_days_cover_exactly_the_windows() -> None:
     day = 100
     assert customer_bucket_days(day, DEFAULT) == range(71, 101)  # D-29 … D
-    assert terminal_bucket_days(day, DEFAULT) == range(64, 94)  # D-36 … D-7
-    buckets = {63: TerminalBucket(1, 0), 64: TerminalBucket(2, 1), 95: TerminalBucket(3, 0)}
-    assert prune(buckets, terminal_bucket_days(day, DEFAULT)) == {
-        64: TerminalBucket(2, 1),
-        95: TerminalBucket(3, 0),
+    tick = 1000  # label ticks are hours: a 30-day window reads the last 720 of them
+    assert terminal_bucket_ticks(tick, DEFAULT) == range(281, 1001)
+    buckets = {280: TerminalBucket(1, 0), 281: TerminalBucket(2, 1), 1005: TerminalBucket(3, 0)}
+    assert prune(buckets, terminal_bucket_ticks(tick, DEFAULT)) == {
+        281: TerminalBucket(2, 1),
+        1005: TerminalBucket(3, 0),  # labels still to come: read later
     }
 
 
@@ -348,3 +388,48 @@ def test_served_features_equal_offline_features_on_a_random_stream(params: Featu
     columns = feature_columns(params)
     assert features[columns[-1]].max() > 0  # a terminal risk
     assert (features[columns[3]] > 1).sum() > 100  # same-day repeats of a customer
+
+
+def test_terminal_windows_are_the_handbooks_read_at_the_hour() -> None:
+    """(t' - d - w, t' - d] of the handbook, with t' the transaction's time cut to the hour."""
+    raw = random_stream(seed=11, size=800, nb_days=50)
+    features = build_features(raw, DEFAULT)
+    rows = raw.select(TERMINAL_ID, TX_DATETIME, TX_FRAUD).rows()
+    delay = dt.timedelta(days=DEFAULT.label_delay_days)
+    for (terminal, when, _), served in zip(rows, features.iter_rows(named=True), strict=True):
+        newest = when.replace(minute=0, second=0, microsecond=0) - delay
+        for w in DEFAULT.terminal_windows_days:
+            window = [
+                fraud
+                for other, at, fraud in rows
+                if other == terminal and newest - days(w) < at <= newest
+            ]
+            risk = sum(window) / len(window) if window else 0.0
+            assert (served[f"terminal_nb_tx_{w}d"], served[f"terminal_risk_{w}d"]) == (
+                float(len(window)),
+                risk,
+            )
+
+
+def test_parity_holds_at_a_one_minute_resolution_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/features.md: the hour is a choice of cost, not of correctness."""
+    from fraudops.features import definitions
+
+    def by_the_minute(params: FeatureParams) -> LabelTiming:
+        return LabelTiming(dt.timedelta(days=params.label_delay_days), dt.timedelta(minutes=1))
+
+    raw = random_stream(seed=5, size=1500, nb_days=50)
+    by_the_hour = build_features(raw, DEFAULT)
+    monkeypatch.setattr(definitions, "label_timing", by_the_minute)
+    monkeypatch.setattr(sys.modules[__name__], "label_timing", by_the_minute)
+    features = features_both_ways(raw)
+    assert not features.equals(by_the_hour)  # the minute clock really is in use
+    # A window now ends at t cut to the minute, d earlier: check one against that directly.
+    row = features.row(1400, named=True)
+    newest = row[TX_DATETIME].replace(second=0, microsecond=0) - days(DEFAULT.label_delay_days)
+    terminal = raw.filter(
+        (pl.col(TERMINAL_ID) == row[TERMINAL_ID])
+        & (pl.col(TX_DATETIME) > newest - days(7))
+        & (pl.col(TX_DATETIME) <= newest)
+    )
+    assert row["terminal_nb_tx_7d"] == terminal.height > 0

@@ -15,6 +15,7 @@ from fraudops.data.split import (
     time_split,
     validation_splits,
 )
+from fraudops.features.label_timing import LabelTiming
 
 pytestmark = pytest.mark.data
 
@@ -72,12 +73,13 @@ def test_explicit_test_start_and_the_delay_days_are_unused() -> None:
 
 
 def test_known_compromised_cards_leave_the_test_period() -> None:
-    # train days 5..7, delay 8..9, test 10..12: day D drops cards with a fraud on 5..D-3.
+    # train days 5..7, delay 8..9, test 10..12, every transaction at noon: a test transaction
+    # drops its card once a fraud of it from day 5 on is 2 days old (label timing).
     frauds = {
         (1, 6),  # in training: dropped every test day
-        (2, 8),  # first delay day: known from day 11 on
-        (3, 9),  # last delay day: known from day 12 on
-        (4, 10),  # in the test period: its label is not back before day 13
+        (2, 8),  # first delay day: known at noon on day 10, so from the first test day
+        (3, 9),  # last delay day: known from day 11 on
+        (4, 10),  # in the test period: known from day 12 on; the fraud itself stays
         (5, 4),  # before training: outside the history the rule looks at
     }
     params = SMALL.model_copy(update={"test_start": day(10)})
@@ -85,19 +87,46 @@ def test_known_compromised_cards_leave_the_test_period() -> None:
 
     kept = card_days(split.test)
     assert kept == {
-        (2, 10),
         (3, 10),
-        (3, 11),
-        *((customer, d) for customer in (4, 5, 6) for d in (10, 11, 12)),
+        (4, 10),
+        (4, 11),
+        *((customer, d) for customer in (5, 6) for d in (10, 11, 12)),
     }
     assert split.train[TX_FRAUD].sum() == 1  # training keeps every card
 
 
-def test_zero_delay_drops_a_card_the_day_after_its_fraud() -> None:
-    frame = daily_frame(10, [1, 2], {(1, 4)})
-    split = time_split(frame, day(2), train_days=2, delay_days=0, test_days=3)
+@pytest.mark.parametrize("minute", [0, 20])
+def test_a_fraud_is_known_from_the_hour_its_label_is_usable_not_a_unit_sooner(
+    minute: int,
+) -> None:
+    """One rule, to the hour: a fraud at 10:MM is known from (day + 2) 10:00 or 11:00."""
+    fraud = dt.datetime.combine(day(8), dt.time(10, minute))
+    usable = dt.datetime.combine(day(10), dt.time(10 if minute == 0 else 11))
+    assert LabelTiming.after_days(SMALL.delay_days).usable_from(fraud) == usable
+    readers = [usable - dt.timedelta(hours=1), usable - dt.timedelta(seconds=1), usable]
+    times = [dt.datetime.combine(day(d), dt.time(12)) for d in range(10)]
+    rows = [(2, t, 0) for t in times] + [(1, fraud, 1)] + [(1, when, 0) for when in readers]
+    frame = (
+        pl.DataFrame(rows, schema=[CUSTOMER_ID, TX_DATETIME, TX_FRAUD], orient="row")
+        .sort(TX_DATETIME)
+        .with_row_index(TRANSACTION_ID)
+    )
+    split = time_split(frame, day(5), train_days=3, delay_days=2, test_days=1)
 
-    assert card_days(split.test) == {(1, 4), (2, 4), (2, 5), (2, 6)}
+    card_1 = split.test.filter(pl.col(CUSTOMER_ID) == 1)[TX_DATETIME].to_list()
+    assert card_1 == readers[:2]  # the one at the usable hour is dropped
+
+
+def test_a_fraud_in_the_test_period_drops_its_card_once_its_label_is_usable() -> None:
+    frame = daily_frame(10, [1, 2], {(1, 5)})
+    split = time_split(frame, day(2), train_days=2, delay_days=1, test_days=3)
+
+    assert card_days(split.test) == {(1, 5), (2, 5), (2, 6), (2, 7)}
+
+
+def test_a_split_without_a_label_delay_is_refused() -> None:
+    with pytest.raises(ValueError, match="label delay"):
+        time_split(daily_frame(10, [1], set()), day(2), train_days=2, delay_days=0, test_days=3)
 
 
 def test_handbook_week_and_validation_folds_on_the_handbook_calendar() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fraudops.config import Params, SimulateParams, TrainParams
+from fraudops.config import FeatureParams, Params, SimulateParams, TrainParams
 from fraudops.data.datasets import read_raw, write_raw
 from fraudops.data.schema import TX_FRAUD
 from fraudops.data.simulate import simulate
@@ -64,7 +64,8 @@ def raw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def params() -> Params:
-    return Params(train=TINY_TRAIN)
+    # The split's gap is the label delay (Params checks): features use the same 3 days.
+    return Params(features=FeatureParams(label_delay_days=3), train=TINY_TRAIN)
 
 
 @pytest.fixture(scope="module")

@@ -138,7 +138,8 @@ def simulate_traffic(
     ] = 0,
     window_days: Annotated[int, typer.Option(min=1, help="Days each monitoring run sees.")] = 7,
 ) -> None:
-    """Replay the days after the training data through the API, labels d days later.
+    """Replay the days after the training data through the API, each label once usable
+    (features.label_delay_days after its transaction, to the hour).
 
     Drift decisions are printed as monitoring runs write them (alongside, or with
     --monitor-every in this process).

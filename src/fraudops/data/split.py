@@ -7,8 +7,12 @@ the future into training and overstate every metric.
 
 In a test period, cards already known to be compromised are removed: once a card has a
 reported fraud, investigators have blocked it, so flagging it again detects nothing new.
-A fraud is "known" on test day D when it happened on a day from the training start to
-D - delay - 1 (its label had time to arrive before D).
+A fraud from the training start on is "known" to a test transaction once its label is
+usable then, by the one label timing rule of `fraudops.features.label_timing` (the delay
+after the fraud, to the hour) that the features and serving follow too. The delay is
+``delay_days``, which `fraudops.config.Params` holds equal to ``features.label_delay_days``;
+the same number of whole days is the gap between training and test, so every training
+label is usable when the test period starts.
 
 Validation for model selection is prequential (rolling origin): the same split, shifted
 back one test period per fold. The most recent validation fold assesses on the last
@@ -27,6 +31,7 @@ import polars as pl
 
 from fraudops.config import TrainParams
 from fraudops.data.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD
+from fraudops.features.label_timing import LabelTiming
 
 #: The handbook's single test week on its data (2018-04-01 + 183 days): training
 #: 2018-07-25..07-31, delay 08-01..08-07, test 08-08..08-14.
@@ -72,13 +77,12 @@ def time_split(
             f"split {train_start}..{test_end} needs data outside {first_day}..{last_day}"
         )
     train_end = test_start - dt.timedelta(days=delay_days + 1)
-    known_by = test_end - dt.timedelta(days=delay_days + 1)
     train = frame.filter(_DAY.is_between(train_start, train_end))
     test = frame.filter(_DAY.is_between(test_start, test_end))
-    history = frame.filter(_DAY.is_between(train_start, known_by))
+    history = frame.filter(_DAY.is_between(train_start, test_end))
     return TimeSplit(
         train=train,
-        test=_drop_known_compromised(test, history, delay_days),
+        test=_drop_known_compromised(test, history, LabelTiming.after_days(delay_days)),
         train_start=train_start,
         train_end=train_end,
         test_start=test_start,
@@ -144,18 +148,16 @@ def _day_range(frame: pl.DataFrame) -> tuple[dt.date, dt.date]:
 
 
 def _drop_known_compromised(
-    test: pl.DataFrame, history: pl.DataFrame, delay_days: int
+    test: pl.DataFrame, history: pl.DataFrame, timing: LabelTiming
 ) -> pl.DataFrame:
-    """Drop a test transaction whose card had a fraud from `history` by day - delay - 1."""
-    first_fraud = (
+    """Drop a test transaction whose card has a fraud in `history` whose label is usable at
+    the transaction's time (`LabelTiming.is_usable`, in ticks)."""
+    known = (
         history.filter(pl.col(TX_FRAUD) == 1)
         .group_by(CUSTOMER_ID)
-        .agg(_DAY.min().alias("first_fraud_day"))
+        .agg(timing.usable_tick_expr(pl.col(TX_DATETIME)).min().alias("known_from"))
     )
-    known_since = pl.col(CUSTOMER_ID).replace_strict(
-        first_fraud[CUSTOMER_ID],
-        first_fraud["first_fraud_day"] + dt.timedelta(days=delay_days + 1),
-        default=None,
-        return_dtype=pl.Date,
+    known_from = pl.col(CUSTOMER_ID).replace_strict(
+        known[CUSTOMER_ID], known["known_from"], default=None, return_dtype=pl.Int64
     )
-    return test.filter(known_since.is_null() | (known_since > _DAY))
+    return test.filter(known_from.is_null() | (timing.tick_expr(pl.col(TX_DATETIME)) < known_from))

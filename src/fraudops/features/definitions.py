@@ -1,19 +1,20 @@
 """Feature definitions: one spec, computed offline over a frame and online from entity state.
 
-Windows are whole calendar days (see docs/features.md). That choice lets serving keep, per
-customer and per terminal, one small bucket per day and reproduce the offline values exactly
-by summing a bounded number of buckets, instead of replaying raw transactions.
+Customer windows are whole calendar days; terminal windows follow the label timing rule of
+`fraudops.features.label_timing`: a transaction counts once its label is usable, to the hour
+(see docs/features.md). Serving therefore keeps one small bucket per customer and day, and
+one per terminal and label tick (the hour its transactions' labels become usable), and
+reproduces the offline values exactly by summing a bounded number of buckets.
 
-Both paths read the same ``DayWindow`` objects and do the same integer arithmetic: amounts are
-summed as integer cents and every ratio is a single float division of two exact integers, so
-the result does not depend on summation order and served values equal offline ones bit for bit.
+Both paths read the same windows and do the same integer arithmetic: amounts are summed as
+integer cents and every ratio is a single float division of two exact integers, so the result
+does not depend on summation order and served values equal offline ones bit for bit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import NamedTuple, TypeVar
 
 import polars as pl
@@ -28,6 +29,8 @@ from fraudops.data.schema import (
     TX_FRAUD,
     days_since_epoch,
 )
+from fraudops.features.label_timing import label_timing
+from fraudops.timestamps import naive_utc
 
 TX_DURING_WEEKEND = "tx_during_weekend"
 TX_DURING_NIGHT = "tx_during_night"
@@ -46,7 +49,8 @@ _ROW = "_row"
 _ONE = "_one"
 _VALUE_THROUGH_SELF = "_value_through_self"
 _ROWS_THROUGH_TODAY = "_rows_through_today"
-_KEY = "_entity_day"
+_KEY = "_entity_key"
+_USABLE, _TICK, _BAND, _QUERY = "_usable_tick", "_tick", "_band", "_query"
 
 
 def customer_nb_tx_column(window_days: int) -> str:
@@ -80,59 +84,33 @@ def feature_columns(params: FeatureParams) -> list[str]:
     return [TX_AMOUNT, TX_DURING_WEEKEND, TX_DURING_NIGHT, *customer, *terminal]
 
 
-# --- the spec: which days each window reads -------------------------------------------------
+# --- the spec: which buckets each window reads ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class DayWindow:
-    """``length_days`` consecutive days whose newest is ``lag_days`` before the transaction's day.
-
-    The lag is what keeps a window point-in-time correct: a terminal's window ends on the
-    newest day whose labels are all known, never on a day whose labels are still arriving.
-    """
-
-    lag_days: int
-    length_days: int
-
-    def days(self, day: int) -> range:
-        """The day numbers this window reads for a transaction on ``day``, oldest first."""
-        newest = day - self.lag_days
-        return range(newest - self.length_days + 1, newest + 1)
-
-
-def customer_window(window_days: int) -> DayWindow:
+def customer_window_days(window_days: int, day: int) -> range:
     """Days D-w+1 … D; on day D itself only transactions up to the current one count."""
-    return DayWindow(lag_days=0, length_days=window_days)
-
-
-def label_known_day(day: int, params: FeatureParams) -> int:
-    """The first day on which the labels of a day's transactions are all known.
-
-    Labels arrive in daily batches: those of day X are all in by the start of day X + d
-    (``label_delay_days``), never sooner, so day X feeds terminal windows from then on.
-    """
-    return day + params.label_delay_days
-
-
-def terminal_window(window_days: int, params: FeatureParams) -> DayWindow:
-    """Days D-d-w+1 … D-d: the w newest whole days whose labels are all known on day D."""
-    return DayWindow(lag_days=label_known_day(0, params), length_days=window_days)
-
-
-def _span(windows: Iterable[DayWindow], day: int) -> range:
-    """The smallest run of days covering every window, for one fetch from a store."""
-    ranges = [window.days(day) for window in windows]
-    return range(min(r.start for r in ranges), max(r.stop for r in ranges))
+    return range(day - window_days + 1, day + 1)
 
 
 def customer_bucket_days(day: int, params: FeatureParams) -> range:
     """Customer buckets a transaction on ``day`` reads; older buckets are never read again."""
-    return _span((customer_window(w) for w in params.customer_windows_days), day)
+    return customer_window_days(max(params.customer_windows_days), day)
 
 
-def terminal_bucket_days(day: int, params: FeatureParams) -> range:
-    """Terminal buckets a transaction on ``day`` reads; older buckets are never read again."""
-    return _span((terminal_window(w, params) for w in params.terminal_windows_days), day)
+def terminal_window_ticks(window_days: int, params: FeatureParams) -> int:
+    """Length of a terminal window in label ticks (`fraudops.features.label_timing`)."""
+    return label_timing(params).day_ticks(window_days)
+
+
+def terminal_bucket_ticks(tick: int, params: FeatureParams) -> range:
+    """Terminal buckets (keyed by the tick their labels become usable) a reader at TICK reads.
+
+    A w-day window holds the transactions whose labels became usable in the last w days of
+    ticks: usable ticks TICK-W+1 … TICK. Older buckets are never read again; newer ones hold
+    labels still to come and are read later.
+    """
+    longest = max(terminal_window_ticks(w, params) for w in params.terminal_windows_days)
+    return range(tick - longest + 1, tick + 1)
 
 
 # --- online: per-entity day buckets ---------------------------------------------------------
@@ -149,7 +127,8 @@ class CustomerBucket(NamedTuple):
 
 
 class TerminalBucket(NamedTuple):
-    """One terminal's transactions on one day; ``nb_fraud`` grows as labels arrive."""
+    """One terminal's transactions whose labels become usable at one tick; ``nb_fraud`` grows
+    as labels arrive."""
 
     nb_tx: int = 0
     nb_fraud: int = 0
@@ -166,7 +145,7 @@ Bucket = TypeVar("Bucket", CustomerBucket, TerminalBucket)
 
 def day_number(timestamp: dt.datetime) -> int:
     """The calendar day (UTC) of a timestamp as days since 1970-01-01; naive means UTC."""
-    return days_since_epoch(_as_naive_utc(timestamp).date())
+    return days_since_epoch(naive_utc(timestamp).date())
 
 
 def amount_to_cents(amount: float) -> int:
@@ -174,9 +153,14 @@ def amount_to_cents(amount: float) -> int:
     return round(amount * CENTS_PER_UNIT)
 
 
-def prune(buckets: Mapping[int, Bucket], keep_days: range) -> dict[int, Bucket]:
-    """Drop buckets older than ``keep_days``; newer ones stay (later transactions need them)."""
-    return {day: bucket for day, bucket in buckets.items() if day >= keep_days.start}
+def terminal_bucket_key(tx_datetime: dt.datetime, params: FeatureParams) -> int:
+    """The terminal bucket of a transaction: the tick its label becomes usable."""
+    return label_timing(params).usable_tick(tx_datetime)
+
+
+def prune(buckets: Mapping[int, Bucket], keep: range) -> dict[int, Bucket]:
+    """Drop buckets older than ``keep``; newer ones stay (later transactions need them)."""
+    return {key: bucket for key, bucket in buckets.items() if key >= keep.start}
 
 
 def _total(buckets: Mapping[int, Bucket], days: range, empty: Bucket) -> tuple[int, int]:
@@ -194,7 +178,7 @@ def customer_features(
     """
     features: dict[str, float] = {}
     for w in params.customer_windows_days:
-        nb_tx, cents = _total(buckets, customer_window(w).days(day), CustomerBucket())
+        nb_tx, cents = _total(buckets, customer_window_days(w, day), CustomerBucket())
         nb_tx, cents = nb_tx + 1, cents + amount_cents
         features[customer_nb_tx_column(w)] = float(nb_tx)
         features[customer_avg_amount_column(w)] = cents / (CENTS_PER_UNIT * nb_tx)
@@ -202,12 +186,20 @@ def customer_features(
 
 
 def terminal_features(
-    buckets: Mapping[int, TerminalBucket], day: int, params: FeatureParams
+    buckets: Mapping[int, TerminalBucket], tick: int, params: FeatureParams
 ) -> dict[str, float]:
-    """Terminal features of a transaction on ``day``; only matured days are read."""
+    """Terminal features of a transaction at label tick TICK: only usable labels are read.
+
+    The buckets are walked, not the window's ticks: few buckets, hundreds of ticks.
+    """
     features: dict[str, float] = {}
+    timing = label_timing(params)
     for w in params.terminal_windows_days:
-        nb_tx, nb_fraud = _total(buckets, terminal_window(w, params).days(day), TerminalBucket())
+        length = timing.day_ticks(w)
+        nb_tx = nb_fraud = 0
+        for key, bucket in buckets.items():
+            if 0 <= tick - key < length:
+                nb_tx, nb_fraud = nb_tx + bucket.nb_tx, nb_fraud + bucket.nb_fraud
         features[terminal_nb_tx_column(w)] = float(nb_tx)
         features[terminal_risk_column(w)] = nb_fraud / nb_tx if nb_tx else 0.0
     return features
@@ -221,21 +213,15 @@ def transaction_features(
     params: FeatureParams,
 ) -> dict[str, float]:
     """All model inputs of one incoming transaction, keyed and ordered as `feature_columns`."""
-    timestamp = _as_naive_utc(tx_datetime)
+    timestamp = naive_utc(tx_datetime)
     day = day_number(timestamp)
     return {
         TX_AMOUNT: float(tx_amount),
         TX_DURING_WEEKEND: float(timestamp.isoweekday() in WEEKEND_ISO_WEEKDAYS),
         TX_DURING_NIGHT: float(timestamp.hour <= params.night_last_hour),
         **customer_features(customer_buckets, day, amount_to_cents(tx_amount), params),
-        **terminal_features(terminal_buckets, day, params),
+        **terminal_features(terminal_buckets, label_timing(params).tick(timestamp), params),
     }
-
-
-def _as_naive_utc(timestamp: dt.datetime) -> dt.datetime:
-    if timestamp.tzinfo is None:
-        return timestamp
-    return timestamp.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 # --- offline: the whole frame at once -------------------------------------------------------
@@ -327,12 +313,12 @@ def _rows_through_self() -> pl.Expr:
     return pl.int_range(1, pl.len() + 1, dtype=pl.Int64)
 
 
-def _rows(days_back: int) -> str:
-    return f"_rows_through_{days_back}"
+def _rows(back: int) -> str:
+    return f"_rows_through_{back}"  # back: days (customers) or ticks (terminals) before now
 
 
-def _value(days_back: int) -> str:
-    return f"_value_through_{days_back}"
+def _value(back: int) -> str:
+    return f"_value_through_{back}"
 
 
 def _in_transaction_order(by_entity: pl.LazyFrame, columns: list[pl.Expr]) -> pl.LazyFrame:
@@ -341,13 +327,11 @@ def _in_transaction_order(by_entity: pl.LazyFrame, columns: list[pl.Expr]) -> pl
 
 def _customer_features(transactions: pl.LazyFrame, params: FeatureParams) -> pl.LazyFrame:
     """Rows after the end of day D-w, through the transaction itself."""
-    # The window's newest edge is the transaction itself, not the end of its day.
-    oldest = {w: _edges(customer_window(w))[1] for w in params.customer_windows_days}
-    by_customer = _by_entity(transactions, CUSTOMER_ID, _CENTS, set(oldest.values()))
+    by_customer = _by_entity(transactions, CUSTOMER_ID, _CENTS, set(params.customer_windows_days))
     columns = []
-    for w, edge in oldest.items():
-        nb_tx = _rows_through_self() - pl.col(_rows(edge))
-        cents = pl.col(_VALUE_THROUGH_SELF) - pl.col(_value(edge))
+    for w in params.customer_windows_days:
+        nb_tx = _rows_through_self() - pl.col(_rows(w))
+        cents = pl.col(_VALUE_THROUGH_SELF) - pl.col(_value(w))
         columns += [
             nb_tx.alias(customer_nb_tx_column(w)),
             (cents / (nb_tx * CENTS_PER_UNIT)).alias(customer_avg_amount_column(w)),
@@ -356,22 +340,58 @@ def _customer_features(transactions: pl.LazyFrame, params: FeatureParams) -> pl.
 
 
 def _terminal_features(transactions: pl.LazyFrame, params: FeatureParams) -> pl.LazyFrame:
-    """Rows after the end of day D-d-w, through the end of day D-d."""
-    windows = {w: terminal_window(w, params) for w in params.terminal_windows_days}
-    edges = {k for window in windows.values() for k in _edges(window)}
-    by_terminal = _by_entity(transactions, TERMINAL_ID, TX_FRAUD, edges)
+    """Per window of W ticks, the terminal's transactions whose labels became usable at ticks
+    T-W+1 … T, T being the tick of the transaction (`fraudops.features.label_timing`).
+
+    With rows sorted by (terminal, time), the rows usable by tick q are a prefix of the
+    terminal's rows, found by an as-of join of q against the rows' keys. Keys of consecutive
+    terminals lie further apart than any window reaches back.
+    """
+    timing = label_timing(params)
+    lengths = {w: terminal_window_ticks(w, params) for w in params.terminal_windows_days}
+    usable = timing.usable_tick_expr(pl.col(TX_DATETIME))
+    reach = timing.delay_ticks + max(lengths.values()) + 2
+    base = pl.col(_USABLE).min() - reach  # keys and queries count from here, all positive
+    band = pl.col(TERMINAL_ID).rle_id().cast(pl.Int64) * (pl.col(_USABLE).max() - base + 1)
+    by_terminal = (
+        transactions.select(
+            pl.int_range(pl.len(), dtype=pl.get_index_type()).alias(_ROW),
+            TERMINAL_ID,
+            TX_DATETIME,
+            TX_FRAUD,
+            usable.alias(_USABLE),
+            timing.tick_expr(pl.col(TX_DATETIME)).alias(_TICK),
+        )
+        .sort(TX_DATETIME)  # ids need not be in time order; little work when they are
+        # Sorting a copy keeps polars from merging both sorts into a 3x slower two-key sort.
+        .with_columns(pl.col(TERMINAL_ID).alias(_BAND))
+        .sort(_BAND, maintain_order=True)
+        .with_columns((band - base).alias(_BAND))
+        .cache()  # read by every join below: sort once
+    )
+    rows = by_terminal.select(
+        (pl.col(_BAND) + pl.col(_USABLE)).alias(_KEY),
+        _rows_through_self().alias(_rows(0)),
+        pl.col(TX_FRAUD).cast(pl.Int64).cum_sum().alias(_value(0)),
+    )
+    through = {back: _usable_through(by_terminal, rows, back) for back in {0, *lengths.values()}}
     columns = []
-    for w, window in windows.items():
-        newest, oldest = _edges(window)
-        nb_tx = pl.col(_rows(newest)) - pl.col(_rows(oldest))
-        nb_fraud = pl.col(_value(newest)) - pl.col(_value(oldest))
+    for w, length in lengths.items():
+        nb_tx = pl.col(_rows(0)) - pl.col(_rows(length))
+        nb_fraud = pl.col(_value(0)) - pl.col(_value(length))
         columns += [
             nb_tx.alias(terminal_nb_tx_column(w)),
             pl.when(nb_tx > 0).then(nb_fraud / nb_tx).otherwise(0.0).alias(terminal_risk_column(w)),
         ]
-    return _in_transaction_order(by_terminal, columns)
+    counts = pl.concat([by_terminal.select(_ROW), *through.values()], how="horizontal")
+    return _in_transaction_order(counts, columns)
 
 
-def _edges(window: DayWindow) -> tuple[int, int]:
-    """Days back from D of the last day in the window and of the last day before it."""
-    return window.lag_days, window.lag_days + window.length_days
+def _usable_through(by_terminal: pl.LazyFrame, rows: pl.LazyFrame, back: int) -> pl.LazyFrame:
+    """Per row: how many rows, and frauds, come up to the last one usable at tick T - BACK."""
+    query = by_terminal.select((pl.col(_BAND) + pl.col(_TICK) - back).alias(_QUERY))
+    found = query.join_asof(rows, left_on=_QUERY, right_on=_KEY, strategy="backward")
+    return found.select(
+        pl.col(_rows(0)).fill_null(0).alias(_rows(back)),
+        pl.col(_value(0)).fill_null(0).alias(_value(back)),
+    )

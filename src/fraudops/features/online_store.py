@@ -1,4 +1,4 @@
-"""Online feature state for serving: per-customer and per-terminal day buckets.
+"""Online feature state for serving: per-customer day buckets, per-terminal label-tick buckets.
 
 Public API (what serving calls)::
 
@@ -14,9 +14,11 @@ This module is the interface and the logic every backend shares; the types it pa
 `fraudops.features.redis_store`, the offline starting state in `fraudops.features.backfill`.
 
 The windows themselves live in `fraudops.features.definitions`; the store only keeps the
-buckets those functions read (`CustomerBucket`, `TerminalBucket`) and a small index transaction_id →
-(customer, terminal, day, amount, label). The index is what makes a repeated transaction id
-count once and what tells the label path which terminal bucket a fraud belongs to.
+buckets those functions read (`CustomerBucket` per day, `TerminalBucket` per label tick: the
+hour its transactions' labels become usable, `fraudops.features.label_timing`) and a small
+index transaction_id → (customer, terminal, day, label tick, amount, label). The index is
+what makes a repeated transaction id count once and what tells the label path which terminal
+bucket a fraud belongs to.
 
 Each call is one atomic exchange with the backend, so several worker processes can share
 one store and every count stays exact: SQLite (default, ``sqlite:///path``) runs one
@@ -24,7 +26,7 @@ transaction per call, Redis (``redis://host:port/db``) one Lua script per call.
 
 Retention follows the windows, two ways. Per entity, a call drops that customer's and
 terminal's buckets that no transaction of its day or later can read (judged from the
-transaction's day, capped at tomorrow, so one wrongly future-dated transaction cannot wipe
+transaction's time, capped at tomorrow, so one wrongly future-dated transaction cannot wipe
 today's state; a replay of past days keeps working). And by wall-clock time: buckets and
 index entries expire once no transaction dated at their last write or later can read them
 (Redis key TTLs; expiry columns that SQLite sweeps), so quiet entities disappear. A replay of
@@ -49,10 +51,10 @@ from fraudops.features.definitions import (
     amount_to_cents,
     customer_bucket_days,
     day_number,
-    label_known_day,
-    terminal_bucket_days,
+    terminal_bucket_ticks,
     transaction_features,
 )
+from fraudops.features.label_timing import LabelTiming, label_timing
 from fraudops.features.store_types import (
     DEFAULT_NAMESPACE,
     BackfillSummary,
@@ -68,14 +70,17 @@ SECONDS_PER_DAY = 86_400
 
 
 class OnlineStore(abc.ABC):
-    """Day buckets per customer and terminal behind one interface; see the module docstring."""
+    """Customer and terminal buckets behind one interface; see the module docstring."""
 
     def __init__(self, params: FeatureParams) -> None:
         self.params = params
+        #: The label timing rule every terminal bucket follows.
+        self.timing: LabelTiming = label_timing(params)
         #: Seconds without writes after which an entity's buckets (and an index entry of
         #: that age) can no longer be read by any transaction dated at write time or later.
-        self.customer_retention_s = _retention_s(customer_bucket_days(0, params))
-        self.terminal_retention_s = _retention_s(terminal_bucket_days(0, params))
+        self.customer_retention_s = _retention_s(len(customer_bucket_days(0, params)))
+        terminal_reach = self.timing.delay_ticks + len(terminal_bucket_ticks(0, params))
+        self.terminal_retention_s = _retention_s(terminal_reach // self.timing.ticks_per_day)
 
     # The request path.
 
@@ -85,14 +90,16 @@ class OnlineStore(abc.ABC):
         A repeated transaction id is not counted again: it gets the features the first call
         computed (as long as no later transaction of that customer came in between), so a
         retried request answers the same. The same id with a different customer, terminal,
-        day or amount raises `TransactionConflict`.
+        amount, day or label tick (its time to the hour) raises `TransactionConflict`.
         """
         day = day_number(tx.tx_datetime)
-        entry = IndexEntry(tx.customer_id, tx.terminal_id, day, amount_to_cents(tx.tx_amount), None)
-        fetched = self._exchange(tx.transaction_id, entry, self._plan(day))
+        key = self.timing.usable_tick(tx.tx_datetime)  # = terminal_bucket_key
+        cents = amount_to_cents(tx.tx_amount)
+        entry = IndexEntry(tx.customer_id, tx.terminal_id, day, key, cents, None)
+        fetched = self._exchange(tx.transaction_id, entry, self._plan(tx.tx_datetime))
         customer = fetched.customer
         if fetched.previous is not None:
-            if fetched.previous[:4] != entry[:4]:
+            if fetched.previous[:5] != entry[:5]:
                 raise TransactionConflict(
                     f"transaction {tx.transaction_id} was scored before with other data"
                 )
@@ -106,10 +113,10 @@ class OnlineStore(abc.ABC):
     ) -> LabelOutcome:
         """Store the fraud label (0 or 1) of a scored transaction.
 
-        A fraud goes into its terminal's bucket of the transaction's day; windows read that
-        day only once all its labels are known (`label_known_day`). Repeating a label changes
-        nothing; a changed label (a correction) moves the count. RECEIVED_AT, when given,
-        tells an on-time label from a late one.
+        A fraud goes into its terminal's bucket of the tick its label becomes usable; windows
+        read that bucket only from then on (`fraudops.features.label_timing`). Repeating a
+        label changes nothing; a changed label (a correction) moves the count. RECEIVED_AT,
+        when given, tells an on-time label from a late one: late is already usable then.
         """
         if label not in (0, 1):
             raise ValueError(f"a label is 0 or 1, got {label!r}")
@@ -118,9 +125,7 @@ class OnlineStore(abc.ABC):
             return LabelOutcome.UNKNOWN_TRANSACTION
         if previous.label == label:
             return LabelOutcome.UNCHANGED
-        if received_at is not None and day_number(received_at) >= label_known_day(
-            previous.day, self.params
-        ):
+        if received_at is not None and self.timing.tick(received_at) >= previous.usable_tick:
             return LabelOutcome.RECORDED_LATE
         return LabelOutcome.RECORDED
 
@@ -130,9 +135,10 @@ class OnlineStore(abc.ABC):
         """Load the state serving would hold after the last transaction of day UNTIL.
 
         UNTIL defaults to the last day in RAW; later rows are ignored. That state has the
-        buckets every later transaction can read, and the frauds whose labels are known by
-        then (per `label_known_day`): newer labels are left for the feedback path, and those
-        transactions are indexed with no label, so a label arriving later counts once.
+        buckets every later transaction can read, and the frauds whose labels are usable
+        before the end of UNTIL (`fraudops.features.label_timing`): later labels are left for
+        the feedback path, and those transactions are indexed with no label, so a label
+        arriving later counts once.
         Buckets of the covered days are overwritten, so running it twice changes nothing.
         """
         state = backfill_state(raw, self.params, until)
@@ -175,19 +181,21 @@ class OnlineStore(abc.ABC):
     ) -> None:
         self.close()
 
-    def _plan(self, day: int) -> BucketPlan:
-        """Which buckets DAY reads, and from which day on the entities' buckets are kept.
+    def _plan(self, when: dt.datetime) -> BucketPlan:
+        """Which buckets a transaction at WHEN reads, and from which keys buckets are kept.
 
-        Keeping is judged from DAY, but never from later than tomorrow: a transaction dated
+        Keeping is judged from WHEN, but never from later than tomorrow: a transaction dated
         far in the future must not drop the buckets of today's traffic.
         """
-        keep_day = min(day, day_number(dt.datetime.now(dt.UTC)) + 1)
+        day, tick = day_number(when), self.timing.tick(when)
+        tomorrow = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+        keep_day, keep_tick = min(day, day_number(tomorrow)), min(tick, self.timing.tick(tomorrow))
         return BucketPlan(
             day=day,
             customer_days=customer_bucket_days(day, self.params),
-            terminal_days=terminal_bucket_days(day, self.params),
+            terminal_ticks=terminal_bucket_ticks(tick, self.params),
             customer_keep_from=customer_bucket_days(keep_day, self.params).start,
-            terminal_keep_from=terminal_bucket_days(keep_day, self.params).start,
+            terminal_keep_from=terminal_bucket_ticks(keep_tick, self.params).start,
         )
 
 
@@ -202,9 +210,9 @@ def _without_own_transaction(
     return {**buckets, day: rest}
 
 
-def _retention_s(read_on_day_zero: range) -> int:
-    """How long after its own day a bucket can still be read, plus a day of margin."""
-    return (2 - read_on_day_zero.start) * SECONDS_PER_DAY
+def _retention_s(read_for_days: int) -> int:
+    """How long after its last write a bucket can still be read, plus a day of margin."""
+    return (read_for_days + 1) * SECONDS_PER_DAY
 
 
 def open_online_store(

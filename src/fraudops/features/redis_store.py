@@ -1,12 +1,12 @@
 """The online store in Redis: one Lua script per call, for deployments that already run Redis.
 
 ``redis://host:port/db``: one script per call (a single round trip) reads both entities'
-buckets and increments today's. One hash per entity with a field per day, one string per
-indexed transaction; keys carry a namespace so several stores can share a database. The
-label script finds the terminal from the index, so it needs a single Redis instance, not a
-cluster. The key layout, the scripts and the encoding of their answers sit together here
-because each is read by the others; the behaviour every backend shares is in
-`fraudops.features.online_store`.
+buckets and increments the transaction's. One hash per entity with a field per bucket (a
+customer's day, a terminal's label tick), one string per indexed transaction; keys carry a
+namespace so several stores can share a database. The label script finds the terminal from
+the index, so it needs a single Redis instance, not a cluster. The key layout, the scripts
+and the encoding of their answers sit together here because each is read by the others;
+the behaviour every backend shares is in `fraudops.features.online_store`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from fraudops.features.backfill import (
     DAY,
     NB_FRAUD,
     NB_TX,
+    USABLE_TICK,
     BackfillState,
 )
 from fraudops.features.definitions import Bucket, CustomerBucket, TerminalBucket
@@ -38,8 +39,8 @@ from fraudops.features.store_types import (
 
 REDIS_TIMEOUT_S = 2.0
 
-# An entity's hash has one field per day: the day number, with the value "count value"
-# (customers: transactions and cents; terminals: transactions and frauds).
+# An entity's hash has one field per bucket: the day number (customers) or the label tick
+# (terminals), with the value "count value" (transactions and cents; transactions and frauds).
 _UNKNOWN_LABEL = "-"
 
 _SCORE_SCRIPT = """
@@ -64,7 +65,7 @@ local terminal = table.concat(redis.call('HGETALL', KEYS[2]), ' ')
 if previous then return {previous, customer, terminal} end
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[7])
 add(KEYS[1], ARGV[1], tonumber(ARGV[2]))
-add(KEYS[2], ARGV[1], 0)
+add(KEYS[2], ARGV[10], 0)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 prune(KEYS[1], tonumber(ARGV[4]), tonumber(ARGV[8]))
@@ -72,22 +73,25 @@ prune(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[9]))
 return {false, customer, terminal}
 """
 """KEYS: customer hash, terminal hash, index entry. ARGV: day, cents, new index entry,
-customer/terminal keep-from days, customer/terminal TTLs (s), customer/terminal field counts
-above which to prune. Returns the old index entry (or nil) and both hashes, as they were."""
+customer keep-from day, terminal keep-from tick, customer/terminal TTLs (s), customer/terminal
+field counts above which to prune, label tick. Returns the old index entry (or nil) and both
+hashes, as they were."""
 
 _LABEL_SCRIPT = """
 local entry = redis.call('GET', KEYS[1])
 if not entry then return false end
-local customer, terminal, day, cents, label = string.match(entry, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+local customer, terminal, day, tick, cents, label =
+  string.match(entry, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
 if label == ARGV[1] then return entry end
 local change = tonumber(ARGV[1]) - (tonumber(label) or 0)
 local key = ARGV[2] .. terminal
-local bucket = redis.call('HGET', key, day)
+local bucket = redis.call('HGET', key, tick)
 if change ~= 0 and bucket then
   local count, frauds = string.match(bucket, '^(%S+) (%S+)$')
-  redis.call('HSET', key, day, string.format('%d %d', tonumber(count), tonumber(frauds) + change))
+  redis.call('HSET', key, tick, string.format('%d %d', tonumber(count), tonumber(frauds) + change))
 end
-redis.call('SET', KEYS[1], table.concat({customer, terminal, day, cents, ARGV[1]}, ' '), 'KEEPTTL')
+redis.call('SET', KEYS[1], table.concat({customer, terminal, day, tick, cents, ARGV[1]}, ' '),
+  'KEEPTTL')
 return entry
 """
 """KEYS: index entry. ARGV: label, terminal key prefix. Returns the old entry (or nil)."""
@@ -97,17 +101,19 @@ _BACKFILL_BATCH = 5_000
 
 def _encode_entry(entry: IndexEntry) -> str:
     label = _UNKNOWN_LABEL if entry.label is None else str(entry.label)
-    return " ".join(map(str, entry[:4])) + f" {label}"
+    return " ".join(map(str, entry[:5])) + f" {label}"
 
 
 def _decode_entry(raw: bytes) -> IndexEntry:
-    customer, terminal, day, cents, label = raw.decode().split(" ")
+    *numbers, label = raw.decode().split(" ")
+    if len(numbers) != 5:
+        raise OnlineStoreUnavailable(
+            "the online store holds index entries of an earlier layout (day buckets): "
+            "flush its namespace and run `fraudops backfill`"
+        )
+    customer, terminal, day, tick, cents = map(int, numbers)
     return IndexEntry(
-        int(customer),
-        int(terminal),
-        int(day),
-        int(cents),
-        None if label == _UNKNOWN_LABEL else int(label),
+        customer, terminal, day, tick, cents, None if label == _UNKNOWN_LABEL else int(label)
     )
 
 
@@ -137,6 +143,8 @@ class RedisOnlineStore(OnlineStore):
         )
         self._score = self._client.register_script(_SCORE_SCRIPT)
         self._label = self._client.register_script(_LABEL_SCRIPT)
+        #: Days from a terminal bucket's first write to its last read: delay plus window.
+        self._terminal_days = self.terminal_retention_s // 86_400 - 1
 
     def key(self, kind: str, entity_id: int | str) -> str:
         """The Redis key of a customer (``c``), terminal (``t``) or transaction (``x``)."""
@@ -170,9 +178,12 @@ class RedisOnlineStore(OnlineStore):
             plan.terminal_keep_from,
             self.customer_retention_s,
             self.terminal_retention_s,
-            # Prune a hash once it holds twice the days it needs: amortised O(1) per call.
+            # Prune a hash once it holds twice the buckets of the days it needs: amortised
+            # O(1) per call (a terminal busy every hour prunes each call, at the cost of the
+            # read it does anyway).
             2 * len(plan.customer_days),
-            2 * len(plan.terminal_days),
+            2 * self._terminal_days,
+            entry.usable_tick,
         ]
         with self._reachable():
             previous, customer, terminal = self._score(keys=keys, args=args)
@@ -202,22 +213,26 @@ class RedisOnlineStore(OnlineStore):
             for row in state.index.iter_rows()
         )
         with self._reachable():
-            self._send(self._hash_commands("c", state.customers, CUSTOMER_ID, CENTS, customer_ttl))
             self._send(
-                self._hash_commands("t", state.terminals, TERMINAL_ID, NB_FRAUD, terminal_ttl)
+                self._hash_commands("c", state.customers, CUSTOMER_ID, DAY, CENTS, customer_ttl)
+            )
+            self._send(
+                self._hash_commands(
+                    "t", state.terminals, TERMINAL_ID, USABLE_TICK, NB_FRAUD, terminal_ttl
+                )
             )
             self._send(index)
 
     def _hash_commands(
-        self, kind: str, buckets: pl.DataFrame, entity: str, value: str, ttl: int
+        self, kind: str, buckets: pl.DataFrame, entity: str, field: str, value: str, ttl: int
     ) -> Iterator[tuple[Any, ...]]:
-        """Per entity, one HSET of all its day fields, then its expiry."""
+        """Per entity, one HSET of all its bucket fields, then its expiry."""
         fields = (
             buckets.select(
                 entity,
-                pl.concat_list(pl.col(DAY).cast(pl.String), pl.format("{} {}", NB_TX, value)).alias(
-                    "fields"
-                ),
+                pl.concat_list(
+                    pl.col(field).cast(pl.String), pl.format("{} {}", NB_TX, value)
+                ).alias("fields"),
             )
             .group_by(entity)
             .agg(pl.col("fields").list.explode(keep_nulls=False, empty_as_null=False))

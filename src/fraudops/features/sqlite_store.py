@@ -26,6 +26,7 @@ from fraudops.features.backfill import (
     DAY,
     NB_FRAUD,
     NB_TX,
+    USABLE_TICK,
     BackfillState,
 )
 from fraudops.features.definitions import CustomerBucket, TerminalBucket
@@ -49,44 +50,45 @@ CREATE TABLE IF NOT EXISTS customer_buckets (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS customer_buckets_by_expiry ON customer_buckets (expires_at);
 CREATE TABLE IF NOT EXISTS terminal_buckets (
-    terminal_id INTEGER NOT NULL, day INTEGER NOT NULL,
+    terminal_id INTEGER NOT NULL, usable_tick INTEGER NOT NULL,
     nb_tx INTEGER NOT NULL, nb_fraud INTEGER NOT NULL, expires_at INTEGER NOT NULL,
-    PRIMARY KEY (terminal_id, day)
+    PRIMARY KEY (terminal_id, usable_tick)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS terminal_buckets_by_expiry ON terminal_buckets (expires_at);
 CREATE TABLE IF NOT EXISTS transactions (
     transaction_id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL,
-    terminal_id INTEGER NOT NULL, day INTEGER NOT NULL, amount_cents INTEGER NOT NULL,
-    label INTEGER, expires_at INTEGER NOT NULL
+    terminal_id INTEGER NOT NULL, day INTEGER NOT NULL, usable_tick INTEGER NOT NULL,
+    amount_cents INTEGER NOT NULL, label INTEGER, expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transactions_by_expiry ON transactions (expires_at);
 """
 
 _ADD_TRANSACTION = """
-INSERT INTO transactions VALUES (?, ?, ?, ?, ?, NULL, ?) ON CONFLICT (transaction_id) DO NOTHING
+INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?, NULL, ?) ON CONFLICT (transaction_id)
+DO NOTHING
 """
 _READ_INDEX = """
-SELECT customer_id, terminal_id, day, amount_cents, label FROM transactions
+SELECT customer_id, terminal_id, day, usable_tick, amount_cents, label FROM transactions
 WHERE transaction_id = ?
 """
 _READ_CUSTOMER = "SELECT day, nb_tx, amount_cents FROM customer_buckets WHERE customer_id = ?"
-_READ_TERMINAL = "SELECT day, nb_tx, nb_fraud FROM terminal_buckets WHERE terminal_id = ?"
+_READ_TERMINAL = "SELECT usable_tick, nb_tx, nb_fraud FROM terminal_buckets WHERE terminal_id = ?"
 _COUNT_CUSTOMER = """
 INSERT INTO customer_buckets VALUES (?, ?, 1, ?, ?) ON CONFLICT (customer_id, day) DO UPDATE
 SET nb_tx = nb_tx + 1, amount_cents = amount_cents + excluded.amount_cents,
     expires_at = excluded.expires_at
 """
 _COUNT_TERMINAL = """
-INSERT INTO terminal_buckets VALUES (?, ?, 1, 0, ?) ON CONFLICT (terminal_id, day) DO UPDATE
-SET nb_tx = nb_tx + 1, expires_at = excluded.expires_at
+INSERT INTO terminal_buckets VALUES (?, ?, 1, 0, ?) ON CONFLICT (terminal_id, usable_tick)
+DO UPDATE SET nb_tx = nb_tx + 1, expires_at = excluded.expires_at
 """
 _DROP_OLD = {
     "customer": "DELETE FROM customer_buckets WHERE customer_id = ? AND day < ?",
-    "terminal": "DELETE FROM terminal_buckets WHERE terminal_id = ? AND day < ?",
+    "terminal": "DELETE FROM terminal_buckets WHERE terminal_id = ? AND usable_tick < ?",
 }
 _SET_LABEL = "UPDATE transactions SET label = ? WHERE transaction_id = ?"
 _COUNT_FRAUD = """
-UPDATE terminal_buckets SET nb_fraud = nb_fraud + ? WHERE terminal_id = ? AND day = ?
+UPDATE terminal_buckets SET nb_fraud = nb_fraud + ? WHERE terminal_id = ? AND usable_tick = ?
 """
 _SWEEP = tuple(
     f"DELETE FROM {table} WHERE expires_at < ?"
@@ -98,10 +100,10 @@ _BACKFILL = {
         DO UPDATE SET nb_tx = excluded.nb_tx, amount_cents = excluded.amount_cents,
         expires_at = excluded.expires_at""",
     "terminals": """
-        INSERT INTO terminal_buckets VALUES (?, ?, ?, ?, ?) ON CONFLICT (terminal_id, day)
+        INSERT INTO terminal_buckets VALUES (?, ?, ?, ?, ?) ON CONFLICT (terminal_id, usable_tick)
         DO UPDATE SET nb_tx = excluded.nb_tx, nb_fraud = excluded.nb_fraud,
         expires_at = excluded.expires_at""",
-    "index": "INSERT OR REPLACE INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "index": "INSERT OR REPLACE INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
 }
 #: How often each process deletes expired rows (quiet entities, old index entries).
 SQLITE_SWEEP_INTERVAL_S = 60.0
@@ -137,10 +139,17 @@ class SqliteOnlineStore(OnlineStore):
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.executescript(_SQLITE_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(transactions)")}
         except (OSError, sqlite3.Error) as error:
             raise OnlineStoreUnavailable(
                 f"cannot open the online store at {path}: {error}"
             ) from error
+        if "usable_tick" not in columns:
+            self._db.close()
+            raise OnlineStoreUnavailable(
+                f"the online store at {path} has the day-bucket layout of an earlier version: "
+                "delete the file and run `fraudops backfill`"
+            )
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(
             target=self._checkpoint_forever, name="online-store-checkpoint", daemon=True
@@ -185,13 +194,13 @@ class SqliteOnlineStore(OnlineStore):
                 raise OnlineStoreUnavailable(f"online store {self.path}: {error}") from error
 
     def _exchange(self, transaction_id: int, entry: IndexEntry, plan: BucketPlan) -> Fetched:
-        customer_id, terminal_id, day, cents, _ = entry
+        customer_id, terminal_id, day, usable_tick, cents, _ = entry
         now = time.time()
         customer_expiry = int(now) + self.customer_retention_s
         terminal_expiry = int(now) + self.terminal_retention_s
         with self._transaction() as db:
             added = db.execute(
-                _ADD_TRANSACTION, (transaction_id, *entry[:4], terminal_expiry)
+                _ADD_TRANSACTION, (transaction_id, *entry[:5], terminal_expiry)
             ).rowcount
             previous = None
             if not added:
@@ -204,10 +213,10 @@ class SqliteOnlineStore(OnlineStore):
             }
             if added:
                 db.execute(_COUNT_CUSTOMER, (customer_id, day, cents, customer_expiry))
-                db.execute(_COUNT_TERMINAL, (terminal_id, day, terminal_expiry))
+                db.execute(_COUNT_TERMINAL, (terminal_id, usable_tick, terminal_expiry))
             if min(customer, default=day) < plan.customer_keep_from:
                 db.execute(_DROP_OLD["customer"], (customer_id, plan.customer_keep_from))
-            if min(terminal, default=day) < plan.terminal_keep_from:
+            if min(terminal, default=usable_tick) < plan.terminal_keep_from:
                 db.execute(_DROP_OLD["terminal"], (terminal_id, plan.terminal_keep_from))
             if now >= self._next_sweep:
                 self._sweep(db, now)
@@ -227,7 +236,7 @@ class SqliteOnlineStore(OnlineStore):
             if previous.label != label:
                 change = label - (previous.label or 0)
                 if change:
-                    db.execute(_COUNT_FRAUD, (change, previous.terminal_id, previous.day))
+                    db.execute(_COUNT_FRAUD, (change, previous.terminal_id, previous.usable_tick))
                 db.execute(_SET_LABEL, (label, transaction_id))
         return previous
 
@@ -236,7 +245,9 @@ class SqliteOnlineStore(OnlineStore):
         customer_expiry = pl.lit(now + self.customer_retention_s, dtype=pl.Int64)
         terminal_expiry = pl.lit(now + self.terminal_retention_s, dtype=pl.Int64)
         customers = state.customers.select(CUSTOMER_ID, DAY, NB_TX, CENTS, customer_expiry)
-        terminals = state.terminals.select(TERMINAL_ID, DAY, NB_TX, NB_FRAUD, terminal_expiry)
+        terminals = state.terminals.select(
+            TERMINAL_ID, USABLE_TICK, NB_TX, NB_FRAUD, terminal_expiry
+        )
         index = state.index.with_columns(terminal_expiry)
         with self._transaction() as db:
             db.executemany(_BACKFILL["customers"], customers.iter_rows())

@@ -35,10 +35,10 @@ class Transaction:
 class LabelOutcome(StrEnum):
     """What `OnlineStore.record_label` did; serving maps ``UNKNOWN_TRANSACTION`` to 404."""
 
-    #: Stored: the fraud counts from the day its transaction's labels are all known.
+    #: Stored: the fraud counts from the hour its label becomes usable (label timing).
     RECORDED = "recorded"
-    #: Stored, but after that day had become readable: features served in between did not
-    #: include it, so they differ from the offline features of the same transactions.
+    #: Stored, but after it had become usable: features served in between did not include
+    #: it, so they differ from the offline features of the same transactions.
     RECORDED_LATE = "recorded_late"
     #: The same label was already stored; nothing changed.
     UNCHANGED = "unchanged"
@@ -55,7 +55,7 @@ class OnlineStoreUnavailable(OnlineStoreError):
 
 
 class TransactionConflict(OnlineStoreError):
-    """A transaction id came back with a different customer, terminal, day or amount."""
+    """A transaction id came back with a different customer, terminal, time or amount."""
 
 
 @dataclass(frozen=True)
@@ -74,22 +74,31 @@ class BackfillSummary:
 
 
 class IndexEntry(NamedTuple):
-    """What the index remembers of a scored transaction; ``label`` None means not yet known."""
+    """What the index remembers of a scored transaction; ``label`` None means not yet known.
+
+    ``day`` keys the customer bucket, ``usable_tick`` the terminal bucket (the label tick of
+    `fraudops.features.label_timing`): the label path adds a fraud to that bucket.
+    """
 
     customer_id: int
     terminal_id: int
     day: int
+    usable_tick: int
     amount_cents: int
     label: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class BucketPlan:
-    """The days one call reads, and from which day on buckets must be kept."""
+    """The buckets one call reads, and from which key on buckets must be kept.
+
+    Customer buckets are keyed by day, terminal buckets by the tick their labels become
+    usable (`fraudops.features.label_timing`).
+    """
 
     day: int
     customer_days: range
-    terminal_days: range
+    terminal_ticks: range
     customer_keep_from: int
     terminal_keep_from: int
 

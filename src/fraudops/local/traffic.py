@@ -5,21 +5,25 @@ in the journal of an earlier replay), drawn by the same simulator with the same 
 the customers and terminals are the ones the model knows while their activity is new, and
 an optional drift scenario changes it. Time is compressed: a simulated day takes
 ``seconds_per_day`` of wall time at most ``rate`` transactions a second, and the fraud
-labels of day X are posted through ``/v1/feedback`` at the start of day X + d (the label
-delay), the same rule the offline features follow
-(``fraudops.features.definitions.label_known_day``).
+label of each transaction is posted through ``/v1/feedback`` at the hour it becomes usable
+(the label delay after the transaction, to the hour), before any transaction that may read
+it is sent: the one rule the offline features, the online store and the split follow
+(``fraudops.features.label_timing``). So labels arrive in hourly batches of simulated time.
 
 Retraining needs raw transactions, and the prediction log keeps only pseudonyms of the
 card and terminal. So the replay keeps a *journal*: every transaction the API scored, in
 the raw layout, the stand-in for the payment system's own records. ``matured_batch`` joins
 it with the labels that actually arrived (the label log, not the simulator's truth) and
 returns the whole days whose every label is in: the new raw batch a retraining records.
+Since the replay posts a label only once it is usable, a day X is complete once the label
+of its last transaction is usable: by the end of day X + d (at that midnight at the latest).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import heapq
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import polars as pl
 from sqlalchemy import Engine
 
-from fraudops.config import FeatureParams, Scenario, Settings, SimulateParams
+from fraudops.config import Scenario, Settings, SimulateParams
 from fraudops.data.datasets import PARTITION_PREFIX, read_raw, write_raw
 from fraudops.data.schema import (
     CUSTOMER_ID,
@@ -43,10 +48,9 @@ from fraudops.data.schema import (
     TX_DATETIME,
     TX_FRAUD,
     TX_FRAUD_SCENARIO,
-    days_since_epoch,
 )
 from fraudops.data.simulate import simulate
-from fraudops.features.definitions import label_known_day
+from fraudops.features.label_timing import LabelTiming
 from fraudops.logs.readers import read_predictions
 
 #: Transactions per ``POST /v1/score/batch`` (the API's own maximum).
@@ -101,9 +105,14 @@ class ReplayConfig:
     base_url: str
     rate: float = 0.0  # transactions per second; 0: as fast as the API answers
     seconds_per_day: float = 1.0
-    label_delay_days: int = 7
+    label_delay_days: int = 7  # params.features.label_delay_days
     drain_labels: bool = True  # after the last day, run the clock on until every label is in
     batch_size: int = BATCH_SIZE
+
+    @property
+    def label_timing(self) -> LabelTiming:
+        """When each label is posted: once it is usable under the project's one rule."""
+        return LabelTiming.after_days(self.label_delay_days)
 
 
 @dataclass
@@ -132,9 +141,28 @@ def replay(
     journal: Path | None = None,
     on_progress: ProgressHook | None = None,
     on_day_end: DayHook | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> ReplayStats:
-    """Send TRANSACTIONS day by day in time order; post each day's labels d days later."""
-    return asyncio.run(_Replay(config, journal, on_progress, on_day_end).run(transactions))
+    """Send TRANSACTIONS day by day in time order; post each label once it is usable.
+
+    TRANSPORT replaces the network (tests record what the replay sends, and when).
+    """
+    run = _Replay(config, journal, on_progress, on_day_end, transport).run(transactions)
+    return asyncio.run(run)
+
+
+def batch_bounds(times: pl.Series, due: list[dt.datetime], size: int) -> list[tuple[int, int]]:
+    """Row ranges [start, stop) of TIMES (sorted) to send as one batch each: at most SIZE rows,
+    and no label of DUE falls due after a batch's first row and by its last, so every label
+    can be posted before the first transaction that may read it."""
+    due_times = np.array(sorted(due), dtype="datetime64[us]")
+    due_by = np.searchsorted(due_times, times.to_numpy().astype("datetime64[us]"), side="right")
+    bounds, start = [], 0
+    for row in range(1, len(times) + 1):
+        if row == len(times) or row - start == size or due_by[row] != due_by[start]:
+            bounds.append((start, row))
+            start = row
+    return bounds
 
 
 class _Replay:
@@ -144,20 +172,24 @@ class _Replay:
         journal: Path | None,
         on_progress: ProgressHook | None,
         on_day_end: DayHook | None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self.journal = journal
         self.on_progress = on_progress or (lambda _sent: None)
         self.on_day_end = on_day_end
+        self.transport = transport
         self.stats = ReplayStats()
-        self.pending_labels: dict[dt.date, pl.DataFrame] = {}
+        self.timing = config.label_timing
+        #: (when the label is usable, transaction id, label), earliest first.
+        self.pending_labels: list[tuple[dt.datetime, int, int]] = []
 
     async def run(self, transactions: pl.DataFrame) -> ReplayStats:
         ordered = transactions.sort(TX_DATETIME, TRANSACTION_ID)
         by_day = ordered.with_columns(pl.col(TX_DATETIME).dt.date().alias("_date"))
         days = by_day.partition_by("_date", as_dict=True, include_key=False)
         async with httpx.AsyncClient(
-            base_url=self.config.base_url, timeout=REQUEST_TIMEOUT_S
+            base_url=self.config.base_url, timeout=REQUEST_TIMEOUT_S, transport=self.transport
         ) as client:
             self.client = client
             day = None
@@ -166,7 +198,7 @@ class _Replay:
             if day is not None and self.config.drain_labels:
                 while self.pending_labels:
                     day += dt.timedelta(days=1)
-                    await self._clocked(self._post_labels_due(day))
+                    await self._clocked(self._post_labels_due(_end_of(day)))
         return self.stats
 
     async def _clocked(self, work: Awaitable[None]) -> None:
@@ -178,20 +210,34 @@ class _Replay:
             await asyncio.sleep(rest)
 
     async def _day(self, day: dt.date, rows: pl.DataFrame) -> None:
-        await self._post_labels_due(day)
+        await self._post_labels_due(dt.datetime.combine(day, dt.time()))
         scored = await self._send(rows)
         if self.journal is not None and not scored.is_empty():
             write_raw(scored, self.journal, overwrite=True)
-        self.pending_labels[day] = scored.select(TRANSACTION_ID, TX_FRAUD)
+        for when, transaction_id, label in scored.select(
+            TX_DATETIME, TRANSACTION_ID, TX_FRAUD
+        ).iter_rows():
+            entry = (self.timing.usable_from(when), transaction_id, label)
+            heapq.heappush(self.pending_labels, entry)
+        # The day ends at the next midnight: the labels usable then are in before its hook
+        # runs, so a day whose last label is usable at midnight counts as complete.
+        await self._post_labels_due(_end_of(day))
         self.stats.days += 1
         if self.on_day_end is not None:
             await asyncio.to_thread(self.on_day_end, day)
 
     async def _send(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """Score ROWS in order, batch by batch, at the configured rate; the scored rows."""
+        """Score ROWS in order, batch by batch, at the configured rate; the scored rows.
+
+        Before each batch, the labels usable by its first transaction are posted; a batch
+        never spans the hour a pending label becomes usable (`batch_bounds`).
+        """
         scored_ids: list[int] = []
         started, sent_before = time.monotonic(), self.stats.sent
-        for batch in rows.iter_slices(self.config.batch_size):
+        due = [entry[0] for entry in self.pending_labels]
+        for start, stop in batch_bounds(rows[TX_DATETIME], due, self.config.batch_size):
+            batch = rows.slice(start, stop - start)
+            await self._post_labels_due(batch[TX_DATETIME][0])
             body = {"transactions": [payload(row) for row in batch.iter_rows(named=True)]}
             try:
                 response = await self.client.post("/v1/score/batch", json=body)
@@ -215,16 +261,14 @@ class _Replay:
             if ahead > 0:
                 await asyncio.sleep(ahead)
 
-    async def _post_labels_due(self, today: dt.date) -> None:
-        """Post the labels of every day whose labels are all known by TODAY."""
-        params = FeatureParams(label_delay_days=self.config.label_delay_days)
-        due = [
-            day
-            for day in self.pending_labels
-            if label_known_day(days_since_epoch(day), params) <= days_since_epoch(today)
-        ]
-        for day in sorted(due):
-            await self._post_labels(self.pending_labels.pop(day).iter_rows())
+    async def _post_labels_due(self, now: dt.datetime) -> None:
+        """Post every pending label usable at NOW (simulated time), earliest first."""
+        due = []
+        while self.pending_labels and self.pending_labels[0][0] <= now:
+            _, transaction_id, label = heapq.heappop(self.pending_labels)
+            due.append((transaction_id, label))
+        if due:
+            await self._post_labels(due)
 
     async def _post_idempotent(self, path: str, body: dict[str, int]) -> httpx.Response:
         """POST that a lost connection may repeat: the server stores a label once, however
@@ -260,6 +304,11 @@ class _Replay:
         """Keep the first few errors for the summary; the counters hold the totals."""
         if len(self.stats.errors) < 10:
             self.stats.errors.append(message)
+
+
+def _end_of(day: dt.date) -> dt.datetime:
+    """The moment day DAY ends: midnight, the start of the next day."""
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
 
 
 def payload(row: dict[str, Any]) -> dict[str, Any]:
