@@ -183,7 +183,13 @@ class SimulateParams(_Section):
 class FeatureParams(_Section):
     customer_windows_days: tuple[int, ...] = (1, 7, 30)
     terminal_windows_days: tuple[int, ...] = (1, 7, 30)
-    label_delay_days: int = Field(7, ge=1)  # 0 would leak same-day labels
+    label_delay_days: int = Field(
+        7,
+        ge=1,
+        description="A label is usable this many days after its transaction, to the hour "
+        "(fraudops.features.label_timing): the one label delay of features, serving, split "
+        "and replay.",
+    )
     night_last_hour: int = Field(6, ge=0, le=23)
 
 
@@ -233,7 +239,12 @@ class TrainParams(_Section):
     """Splitting, candidate models and the cost model (see docs/model-quality.md)."""
 
     train_days: int = Field(7, gt=0)
-    delay_days: int = Field(7, ge=0, description="Label delay: days between train and test.")
+    delay_days: int = Field(
+        7,
+        ge=1,
+        description="Days between train and test, and the split's label delay; in params.yaml "
+        "it must equal features.label_delay_days (checked by Params).",
+    )
     test_days: int = Field(7, gt=0)
     validation_folds: int = Field(4, gt=0)
     test_start: dt.date | None = Field(
@@ -321,6 +332,38 @@ class MonitorParams(_Section):
     )
 
 
+class FairnessParams(_Section):
+    """Customer segments and the per-segment quality report (see docs/fairness.md).
+
+    Segments use only a customer's transactions before the one scored, so training,
+    monitoring and serving assign the same segment to the same transaction.
+    ``max_fpr_ratio`` and ``max_equalized_odds_difference`` are the gap tolerances: a gap
+    counts only when its whole bootstrap interval lies beyond the tolerance.
+    """
+
+    new_customer_days: int = Field(30, gt=0, description="Tenure below this: a new customer.")
+    spend_tier_edges: tuple[float, ...] = Field(
+        (35.0, 70.0), min_length=1, description="Increasing edges of the prior mean amount."
+    )
+    night_share: float = Field(0.3, gt=0, le=1, description="Night share of a night shopper.")
+    min_history: int = Field(5, gt=0, description="Prior transactions before spend/night tiers.")
+    region_grid: int = Field(2, gt=0, description="Regions per side of the simulated area.")
+    min_group_customers: int = Field(30, gt=0, description="Smaller groups: no gap measured.")
+    min_group_frauds: int = Field(10, gt=0, description="Fewer frauds: no recall gap measured.")
+    bootstrap_resamples: int = Field(200, ge=50)
+    confidence: float = Field(0.9, gt=0, lt=1)
+    seed: int = 0
+    max_fpr_ratio: float = Field(2.0, ge=1)
+    max_equalized_odds_difference: float = Field(0.2, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _increasing_edges(self) -> FairnessParams:
+        edges = self.spend_tier_edges
+        if list(edges) != sorted(set(edges)):
+            raise ValueError(f"spend_tier_edges must increase, got {list(edges)}")
+        return self
+
+
 class Params(_Section):
     simulate: SimulateParams = SimulateParams()
     features: FeatureParams = FeatureParams()
@@ -329,6 +372,18 @@ class Params(_Section):
     promote: PromoteParams = PromoteParams()
     ab: ABParams = ABParams()
     monitor: MonitorParams = MonitorParams()
+    fairness: FairnessParams = FairnessParams()
+
+    @model_validator(mode="after")
+    def _one_label_delay(self) -> Params:
+        """The split's gap is the label delay: one number, stated twice, never two."""
+        if self.train.delay_days != self.features.label_delay_days:
+            raise ValueError(
+                f"train.delay_days ({self.train.delay_days}) must equal "
+                f"features.label_delay_days ({self.features.label_delay_days}): the gap between "
+                "training and test is the label delay, after which every training label is usable"
+            )
+        return self
 
 
 def load_params(path: Path | None = None) -> Params:

@@ -44,6 +44,7 @@ from fraudops.data.schema import TX_DATETIME, TX_FRAUD
 from fraudops.data.split import final_split
 from fraudops.data.validation import validate_features, validate_raw
 from fraudops.data.versioning import VersioningError, data_version
+from fraudops.fairness.segment_report import SegmentReport, segment_report
 from fraudops.features.definitions import KEY_COLUMNS, build_features, feature_columns
 from fraudops.modeling.candidates import Model, Selection, fraud_scores, inputs, select_model
 from fraudops.modeling.evaluation import evaluate
@@ -248,6 +249,18 @@ def _metrics(
         cost_missed_fraud=params.train.cost_missed_fraud,
         cost_false_alarm=params.train.cost_false_alarm,
         k=params.train.top_k,
+    )
+
+
+def fairness_report(result: TrainingResult) -> SegmentReport:
+    """Quality per customer segment of the test-period alerts (docs/fairness.md).
+
+    Segments read each customer's history from the whole raw batch, so a test-period
+    customer's tenure and habits reach back before the training window.
+    """
+    alerts = result.evaluation.scores >= result.selection.threshold
+    return segment_report(
+        load_raw(result.source), result.selection.split.test, alerts, result.params
     )
 
 

@@ -21,6 +21,7 @@ import xgboost as xgb
 
 from fraudops.data.schema import TX_FRAUD
 from fraudops.data.versioning import git_sha
+from fraudops.fairness.segment_plots import segment_figure
 from fraudops.modeling.candidates import Selection, inputs
 from fraudops.modeling.plots import evaluation_figures, importance_figure
 from fraudops.modeling.steps import (
@@ -28,6 +29,7 @@ from fraudops.modeling.steps import (
     SKOPS_TRUSTED_TYPES,
     NativeModel,
     TrainingResult,
+    fairness_report,
     feature_importance,
     native_model,
     predict_scores,
@@ -114,8 +116,9 @@ def log_training_run(
     """Record RESULT as one run of the active MLflow experiment; return its model URI.
 
     Params, test and validation metrics, lineage tags, the training and test data as
-    MLflow datasets, evaluation plots, the candidate table, the model card, the
-    reference sample, and the native model with signature and input example. Call
+    MLflow datasets, evaluation plots, the per-segment fairness tables and plot, the
+    candidate table, the model card, the reference sample, and the native model with
+    signature and input example. Call
     `fraudops.tracking.registry.configure_mlflow` first; an unreachable server raises
     `RegistryUnavailable`.
     """
@@ -130,6 +133,7 @@ def log_training_run(
         mlflow.log_metrics(result.evaluation.metrics | validation_metrics(result.selection))
         _log_datasets(result)
         _log_figures(result)
+        _log_fairness(result)
         _log_files(result)
         model_uri = _log_model(result)
     return LoggedRun(run.info.run_id, model_uri, all_tags)
@@ -161,6 +165,22 @@ def _log_figures(result: TrainingResult) -> None:
     figures["feature_importance.png"] = importance_figure(importance)
     for name, figure in figures.items():
         mlflow.log_figure(figure, f"plots/{name}")
+
+
+#: Artifacts of the fairness report: MLflow tables (JSON) and the figure.
+FAIRNESS_SEGMENTS = "fairness/segments.json"
+FAIRNESS_GAPS = "fairness/gaps.json"
+FAIRNESS_PLOT = "plots/fairness_segments.png"
+
+
+def _log_fairness(result: TrainingResult) -> None:
+    """Per-segment metrics and gaps as MLflow tables, so the UI can compare runs on them."""
+    import mlflow
+
+    report = fairness_report(result)
+    mlflow.log_table(report.table.to_pandas(), artifact_file=FAIRNESS_SEGMENTS)
+    mlflow.log_table(report.gaps.to_pandas(), artifact_file=FAIRNESS_GAPS)
+    mlflow.log_figure(segment_figure(report.table), FAIRNESS_PLOT)
 
 
 def _log_files(result: TrainingResult) -> None:

@@ -1,0 +1,1 @@
+"""Quality per customer segment: who bears the false declines and the missed frauds."""
