@@ -250,7 +250,7 @@ class _Demo:
             days=days,
             **drift,
         )
-        challenger = wait_for_shadow(self.url)
+        challenger = wait_for_shadow(self.url, self.processes.check_running)
         console.print(f"challenger version {challenger} is in shadow")
         version = data_version(self.tree.root / "data.dvc")
         commit = commit_data_version(

@@ -7,6 +7,7 @@ starts its own API uses too.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -27,12 +28,16 @@ def wait_ready(url: str, timeout_s: float = 120, path: str = "/ready") -> None:
     raise DemoError(f"{url}{path} did not answer within {timeout_s:.0f} s")
 
 
-def wait_for_shadow(url: str, timeout_s: float = 900) -> str:
-    """Block until retraining has put a challenger in shadow; its version."""
+def wait_for_shadow(url: str, check_running: Callable[[], None], timeout_s: float = 900) -> str:
+    """Block until retraining has put a challenger in shadow; its version.
+
+    CHECK_RUNNING raises when a service the retraining needs has died, ending the wait.
+    """
     from fraudops.tracking.registry import CHALLENGER  # imports MLflow: only once the demo needs it
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        check_running()
         models = httpx.get(f"{url}/v1/models", timeout=5).json()
         shadow = (models["routing"]["configured"].get("shadow") or {}).get("alias")
         if shadow == CHALLENGER:

@@ -25,7 +25,8 @@ class DemoProcesses:
         self.env = env
         self.logs = logs
         self.console = console
-        self.services: list[subprocess.Popen[bytes]] = []
+        #: The background services by name; each logs to LOGS/NAME.log.
+        self.services: dict[str, subprocess.Popen[bytes]] = {}
 
     def run(self, *args: str) -> None:
         """Run a step in the foreground, in a process group of its own so that an
@@ -42,23 +43,29 @@ class DemoProcesses:
     def start(self, args: list[str], name: str) -> None:
         """Start a service in the background, logging to LOGS/NAME.log."""
         with (self.logs / f"{name}.log").open("w") as log:
-            self.services.append(
-                subprocess.Popen(
-                    args,
-                    cwd=self.cwd,
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            self.services[name] = subprocess.Popen(
+                args,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def all_running(self) -> bool:
-        return all(child.poll() is None for child in self.services)
+        return all(child.poll() is None for child in self.services.values())
+
+    def check_running(self) -> None:
+        """Raise DemoError naming a service that has exited, and where its log is: a wait
+        on what that service would have done can then end at once, not at its timeout."""
+        for name, child in self.services.items():
+            if (returncode := child.poll()) is not None:
+                log = self.logs / f"{name}.log"
+                raise DemoError(f"the {name} process exited with status {returncode}; see {log}")
 
     def stop_all(self) -> None:
         """Stop the services, the last started first."""
-        for child in reversed(self.services):
+        for child in reversed(self.services.values()):
             stop(child)
 
 
