@@ -1,9 +1,11 @@
-"""The calendar-day features written the way a data scientist would in pandas.
+"""The project's features written the way a data scientist would in pandas.
 
-Per entity and day the transactions are aggregated, each window is a time-based
-``groupby().rolling()`` over those daily rows, and the result is merged back. It computes
-the same definitions as ``fraudops.features.definitions.build_features`` (docs/features.md) with the
-same integer-cents arithmetic, so the benchmark can demand identical values.
+Customer windows: per customer and day the transactions are aggregated, each window is a
+time-based ``groupby().rolling()`` over those daily rows, and the result is merged back.
+Terminal windows: running totals per terminal and label-usable hour, read with as-of merges.
+It computes the same definitions as ``fraudops.features.definitions.build_features``
+(docs/features.md) with the same integer-cents arithmetic, so the benchmark can demand
+identical values.
 """
 
 from __future__ import annotations
@@ -77,15 +79,35 @@ def _customer_features(tx: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
 
 
 def _terminal_features(tx: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
-    """Days D-d-w+1 … D-d as the last d+w days through D less the last d days."""
-    daily = tx.groupby([TERMINAL_ID, "date"], as_index=False).agg(
-        nb=(TX_FRAUD, "size"), total=(TX_FRAUD, "sum")
+    """Transactions whose labels became usable in the w days up to the reader's hour.
+
+    A label is usable from the first whole hour at or after the transaction plus the delay
+    (`fraudops.features.label_timing`); a reader at t stands on t's hour. Per terminal and
+    usable hour the rows and frauds are counted and summed up; each reader looks up the
+    running totals at its hour and w days earlier with an as-of merge.
+    """
+    delay = pd.Timedelta(days=params.label_delay_days)
+    usable = tx[TX_DATETIME].dt.ceil("h") + delay
+    hourly = (
+        tx.assign(usable=usable)
+        .groupby([TERMINAL_ID, "usable"], as_index=False)
+        .agg(nb=(TX_FRAUD, "size"), total=(TX_FRAUD, "sum"))
     )
-    delay = params.label_delay_days
-    recent = _rolling_sums(daily, TERMINAL_ID, delay)
+    by_terminal = hourly.groupby(TERMINAL_ID)
+    hourly["nb"], hourly["total"] = by_terminal["nb"].cumsum(), by_terminal["total"].cumsum()
+    hourly = hourly.sort_values("usable", kind="stable")
+    readers = pd.DataFrame({TERMINAL_ID: tx[TERMINAL_ID], "hour": tx[TX_DATETIME].dt.floor("h")})
+    readers["row"] = range(len(readers))
+    for back in {0, *params.terminal_windows_days}:
+        query = readers.assign(at=readers["hour"] - pd.Timedelta(days=back)).sort_values("at")
+        found = pd.merge_asof(
+            query, hourly, left_on="at", right_on="usable", by=TERMINAL_ID, direction="backward"
+        ).sort_values("row")
+        readers[f"nb_{back}"] = found["nb"].fillna(0).astype("int64").to_numpy()
+        readers[f"total_{back}"] = found["total"].fillna(0).astype("int64").to_numpy()
     for w in params.terminal_windows_days:
-        window = _rolling_sums(daily, TERMINAL_ID, delay + w) - recent
-        nb = window["nb"]
-        daily[terminal_nb_tx_column(w)] = nb
-        daily[terminal_risk_column(w)] = (window["total"] / nb).where(nb > 0, 0.0)
-    return tx.merge(daily.drop(columns=["nb", "total"]), on=[TERMINAL_ID, "date"], how="left")
+        nb = readers["nb_0"] - readers[f"nb_{w}"]
+        frauds = readers["total_0"] - readers[f"total_{w}"]
+        tx[terminal_nb_tx_column(w)] = nb.to_numpy()
+        tx[terminal_risk_column(w)] = (frauds / nb).where(nb > 0, 0.0).to_numpy()
+    return tx

@@ -15,13 +15,15 @@ Randomness comes from two generators, so batches of different days stay consiste
   start date, so a later batch of new days is new activity, not a copy of the first.
 
 The scenario never changes what either generator draws before the scenario's own
-extras: for one seed, ``amount_shift`` is ``none`` with scaled amounts and
-``new_fraud_pattern`` is ``none`` plus labelled and injected card-testing transactions.
+extras: for one seed, ``amount_shift`` is ``none`` with scaled amounts,
+``new_fraud_pattern`` is ``none`` plus labelled and injected night-time card-testing
+transactions, and ``card_testing`` is ``none`` plus bursts of small payments.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -78,6 +80,14 @@ NIGHT_PATTERN_TERMINAL_SHARE = 0.10
 NIGHT_PATTERN_END_S = 6 * 3600  # 00:00:00-05:59:59
 NIGHT_PATTERN_AMOUNT_CEILING = 10.0  # strictly below
 NIGHT_PATTERN_INJECTED_PER_CUSTOMER_DAY = 0.01
+
+# ``card_testing``: bursts of small payments at several terminals within minutes.
+#: Code of a card-testing payment in TX_FRAUD_SCENARIO (the others are in data.schema).
+SCENARIO_CARD_TESTING = 5
+CARD_TESTING_CARDS_PER_DAY = 5  # per 5,000 customers, like the compromised cards
+CARD_TESTING_BURST_SIZE = (3, 6)  # payments per burst, inclusive; one terminal each
+CARD_TESTING_GAP_S = (10, 120)  # seconds between payments of a burst, inclusive
+CARD_TESTING_AMOUNT_CENTS = (50, 299)  # 0.50-2.99, inclusive
 
 _DISTANCE_BLOCK_CELLS = 4_000_000  # customers x terminals per block of the distance search
 
@@ -138,7 +148,8 @@ def simulate(params: SimulateParams) -> pl.DataFrame:
     3. each day, 3 customers per 5,000 are compromised: of their transactions in the
        next 14 days, a third (rounded down), drawn at random, get 5x the amount and
        are fraud;
-    4. ``new_fraud_pattern`` only: see :func:`add_night_pattern`.
+    4. ``new_fraud_pattern`` only: see :func:`add_night_pattern`;
+       ``card_testing`` only: see :func:`add_card_testing`.
     """
     population = draw_population(params)
     rng = np.random.default_rng([params.seed, days_since_epoch(params.start)])
@@ -147,8 +158,9 @@ def simulate(params: SimulateParams) -> pl.DataFrame:
     tx.scenario[tx.amount > HIGH_AMOUNT_THRESHOLD * amount_factor] = SCENARIO_HIGH_AMOUNT
     compromise_terminals(tx, population.n_terminals, params.days, rng)
     compromise_customers(tx, population.n_customers, params.days, rng)
-    if params.scenario == "new_fraud_pattern":
-        tx = add_night_pattern(tx, population, params.days, rng)
+    extra = _SCENARIO_EXTRAS.get(params.scenario)
+    if extra is not None:
+        tx = extra(tx, population, params.days, rng)
     return to_frame(tx, params.start)
 
 
@@ -309,6 +321,47 @@ def add_night_pattern(
     )
     tx.scenario[matches] = SCENARIO_NIGHT_SMALL_AMOUNT
     return tx
+
+
+def add_card_testing(
+    tx: Transactions, population: Population, days: int, rng: np.random.Generator
+) -> Transactions:
+    """Card testing: a fraudster checks stolen cards with bursts of tiny payments.
+
+    Each day, 5 cards per 5,000 customers (as many a day as :func:`compromised_per_day`
+    gives, drawn among customers with terminals, distinct within the day) get one burst:
+    3-6 payments, each at a different terminal drawn from all terminals (the fraudster is
+    not where the card holder shops), 10-120 s apart, so a burst lasts at most 10 minutes
+    and stays within its day; amounts 0.50-2.99. Every burst payment is fraud (code 5).
+    Only velocity tells them apart: each one alone is a small, ordinary-looking payment.
+    """
+    per_day = compromised_per_day(
+        CARD_TESTING_CARDS_PER_DAY, population.n_customers, REFERENCE_CUSTOMERS, days
+    )
+    active = np.flatnonzero(population.terminal_counts > 0)
+    low, high = CARD_TESTING_BURST_SIZE
+    latest_start = SECONDS_PER_DAY - (high - 1) * CARD_TESTING_GAP_S[1]
+    columns: dict[str, list[np.ndarray]] = {column.name: [] for column in fields(Transactions)}
+    for day, count in enumerate(per_day):
+        for card in rng.choice(active, min(count, len(active)), replace=False):
+            size = int(rng.integers(low, high, endpoint=True))
+            gaps = rng.integers(*CARD_TESTING_GAP_S, size - 1, endpoint=True)
+            columns["customer"].append(np.full(size, card))
+            columns["day"].append(np.full(size, day))
+            columns["second"].append(rng.integers(1, latest_start) + np.r_[0, np.cumsum(gaps)])
+            columns["terminal"].append(rng.choice(population.n_terminals, size, replace=False))
+            columns["amount"].append(
+                rng.integers(*CARD_TESTING_AMOUNT_CENTS, size, endpoint=True) / 100
+            )
+            columns["scenario"].append(np.full(size, SCENARIO_CARD_TESTING, dtype=np.int8))
+    if not columns["customer"]:
+        return tx
+    return tx.append(Transactions(**{k: np.concatenate(v) for k, v in columns.items()}))
+
+
+_SCENARIO_EXTRAS: dict[
+    str, Callable[[Transactions, Population, int, np.random.Generator], Transactions]
+] = {"new_fraud_pattern": add_night_pattern, "card_testing": add_card_testing}
 
 
 def to_frame(tx: Transactions, start: dt.date) -> pl.DataFrame:
