@@ -62,8 +62,8 @@ def assert_labels_came_after_the_delay(settings, start: dt.datetime) -> None:
         engine.dispose()
     rows = rows.sort_values("tx_datetime", ignore_index=True)
     timing = LabelTiming.after_days(LABEL_DELAY_DAYS)
-    # Logged-at times of everything served before each position, and from it on.
-    served_before = rows["logged_at"].cummax().shift(1)
+    # The latest logged-at up to each position, and the earliest from it on.
+    served_until = rows["logged_at"].cummax()
     served_from = rows["logged_at"][::-1].cummin()[::-1]
     labelled = rows.dropna(subset=["label_received_at"])
     usable = pd.to_datetime(labelled["tx_datetime"].map(timing.usable_from))
@@ -73,9 +73,9 @@ def assert_labels_came_after_the_delay(settings, start: dt.datetime) -> None:
         labelled["label_received_at"], first_after, labelled["tx_datetime"], strict=True
     ):
         if position > 0:
-            assert received > served_before[position], tx_time
+            assert received > served_until.iloc[position - 1], tx_time
         if position < len(rows):
-            assert received < served_from[position], tx_time
+            assert received < served_from.iloc[position], tx_time
             checked_days.add(tx_time.normalize())
     assert len(checked_days) == DRIFT_DAYS - LABEL_DELAY_DAYS
 
