@@ -25,8 +25,8 @@ TELEMETRY_OFF: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DVC_NO_ANALYTICS": "1",
-    # iterative-telemetry: the sender DVC and Evidently share.
-    "ITERATIVE_DO_NOT_TRACK": "1",
+    # iterative-telemetry, the sender DVC and Evidently share: off when set at all.
+    "ITERATIVE_DO_NOT_TRACK": "true",
     "NML_DISABLE_USAGE_LOGGING": "1",
 }
 

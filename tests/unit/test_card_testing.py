@@ -42,16 +42,16 @@ _DAY = pl.col(TX_DATETIME).dt.date()
 
 
 @pytest.fixture(scope="module")
-def tested() -> pl.DataFrame:
+def card_testing_data() -> pl.DataFrame:
     return simulate(CARD_TESTING)
 
 
 @pytest.fixture(scope="module")
-def bursts(tested: pl.DataFrame) -> pl.DataFrame:
+def bursts(card_testing_data: pl.DataFrame) -> pl.DataFrame:
     """One row per burst: a card's card-testing payments of one day."""
     seconds = pl.col(TX_DATETIME).dt.epoch("s")
     return (
-        tested.filter(pl.col(TX_FRAUD_SCENARIO) == SCENARIO_CARD_TESTING)
+        card_testing_data.filter(pl.col(TX_FRAUD_SCENARIO) == SCENARIO_CARD_TESTING)
         .group_by(CUSTOMER_ID, _DAY.alias("day"))
         .agg(
             size=pl.len(),
@@ -87,10 +87,10 @@ def test_a_burst_is_several_tiny_payments_at_distinct_terminals_within_minutes(b
     assert (bursts["frauds"] == bursts["size"]).all()
 
 
-def test_cards_are_customers_with_terminals_and_terminals_are_not_theirs(tested, bursts):
+def test_cards_are_customers_with_terminals_and_terminals_are_not_theirs(card_testing_data, bursts):
     population = draw_population(BASE)
     assert (population.terminal_counts[bursts[CUSTOMER_ID].to_numpy()] > 0).all()
-    burst_rows = tested.filter(pl.col(TX_FRAUD_SCENARIO) == SCENARIO_CARD_TESTING)
+    burst_rows = card_testing_data.filter(pl.col(TX_FRAUD_SCENARIO) == SCENARIO_CARD_TESTING)
     own = [
         terminal
         in population.terminal_ids[
@@ -101,17 +101,19 @@ def test_cards_are_customers_with_terminals_and_terminals_are_not_theirs(tested,
     assert np.mean(own) < 0.05  # drawn from all terminals, so rarely one the card holder uses
 
 
-def test_the_rest_is_exactly_the_none_scenario(tested):
+def test_the_rest_is_exactly_the_none_scenario(card_testing_data):
     content = [TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_AMOUNT, TX_FRAUD, TX_FRAUD_SCENARIO]
-    others = tested.filter(pl.col(TX_FRAUD_SCENARIO) != SCENARIO_CARD_TESTING).select(content)
+    others = card_testing_data.filter(pl.col(TX_FRAUD_SCENARIO) != SCENARIO_CARD_TESTING)
+    others = others.select(content)
     assert others.equals(simulate(BASE).select(content))
 
 
-def test_bursts_are_deterministic_per_seed(tested):
-    assert simulate(CARD_TESTING).equals(tested)
+def test_bursts_are_deterministic_per_seed(card_testing_data):
+    assert simulate(CARD_TESTING).equals(card_testing_data)
     other_seed = simulate(CARD_TESTING.model_copy(update={"seed": 22}))
     keys = [CUSTOMER_ID, TX_DATETIME]
-    ours = tested.filter(pl.col(TX_FRAUD_SCENARIO) == SCENARIO_CARD_TESTING).select(keys)
+    ours = card_testing_data.filter(pl.col(TX_FRAUD_SCENARIO) == SCENARIO_CARD_TESTING).select(keys)
     theirs = other_seed.filter(pl.col(TX_FRAUD_SCENARIO) == SCENARIO_CARD_TESTING).select(keys)
     assert not ours.equals(theirs)
-    assert tested[TRANSACTION_ID].is_unique().all() and tested[TX_DATETIME].is_sorted()
+    assert card_testing_data[TRANSACTION_ID].is_unique().all()
+    assert card_testing_data[TX_DATETIME].is_sorted()
