@@ -65,7 +65,7 @@ def _train(root: Path) -> tuple[Any, Any, Any]:
         train_bare,
         workspace_data,
     )
-    from serving.loaded_model import LoadedModel
+    from serving.loaded_model import EstimatorSource, LoadedModel
 
     raw = simulate(SimulateParams(customers=500, terminals=1000, days=40))
     write_raw(raw, root / "raw")
@@ -85,7 +85,7 @@ def _train(root: Path) -> tuple[Any, Any, Any]:
         family=card.family,
         threshold=card.threshold,
         feature_names=tuple(card.features),
-        estimator=estimator,
+        source=EstimatorSource.of(estimator),
     )
     assert model.flat_trees is not None, "the numpy tree walk did not take this model"
     return raw, params.features, model

@@ -5,23 +5,32 @@ thread pool spinning against the web server for the same two cores. An XGBoost b
 trees are walked by `fraudops.modeling.tree_ensemble` (a tenth of the booster's fixed cost
 per call), after a check at load that it agrees with the booster; scikit-learn models use
 ``predict_proba``. `serving.models` loads these by alias and swaps them as a set.
+
+The estimator itself is behind an `EstimatorSource`, loaded on first use: a model whose
+checked tree walk comes from serving's disk cache scores without it, so a restarted server
+answers before XGBoost and scikit-learn are even imported (they load in the background,
+for explanations). Nothing here imports either library at module level, for the same reason.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
-import xgboost as xgb
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.pipeline import Pipeline
 
-from fraudops.modeling.steps import NativeModel
 from fraudops.modeling.tree_ensemble import FlatTreeEnsemble, UnsupportedBooster
+
+if TYPE_CHECKING:
+    import xgboost as xgb
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+
+    from fraudops.modeling.steps import NativeModel
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +45,36 @@ FLAT_TREES_TOLERANCE = 1e-6
 ContributionScale = Literal["log_odds", "probability"]
 
 
+class EstimatorSource:
+    """A model's estimator, loaded on first use, once for every copy of the model that
+    shares this source (champion and challenger holding one version share it)."""
+
+    def __init__(self, load: Callable[[], NativeModel]) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self._estimator: NativeModel | None = None
+
+    @classmethod
+    def of(cls, estimator: NativeModel) -> EstimatorSource:
+        """A source of an estimator already in memory."""
+        source = cls(lambda: estimator)
+        source.get()
+        return source
+
+    @property
+    def loaded(self) -> bool:
+        return self._estimator is not None
+
+    def get(self) -> NativeModel:
+        if self._estimator is None:
+            with self._lock:
+                if self._estimator is None:
+                    estimator = self._load()
+                    _single_threaded(estimator)
+                    self._estimator = estimator
+        return self._estimator
+
+
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
     """One registered version in memory, with what serving needs to use and report it."""
@@ -47,23 +86,33 @@ class LoadedModel:
     family: str
     threshold: float
     feature_names: tuple[str, ...]
-    estimator: NativeModel = field(repr=False)
+    source: EstimatorSource = field(repr=False)
     #: True when this model came from the disk cache because the registry was away.
     from_cache: bool = False
     #: Walk an XGBoost booster's trees in numpy (``serve_flat_trees``); False: the booster.
     flat_walk: bool = True
+    #: The booster's trees as flat arrays, when they reproduce the booster. Given when a
+    #: checked walk was kept on disk; otherwise compiled and checked here.
+    flat_trees: FlatTreeEnsemble | None = field(default=None, repr=False)
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
-    #: The booster's trees as flat arrays, when they reproduce the booster (else None).
-    flat_trees: FlatTreeEnsemble | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
-        _single_threaded(self.estimator)
-        if self.flat_walk and isinstance(self.estimator, xgb.Booster):
-            object.__setattr__(self, "flat_trees", _flat_trees(self.estimator, self.version))
+        if not self.flat_walk:
+            object.__setattr__(self, "flat_trees", None)
+        elif self.flat_trees is None and self.family == "xgboost":
+            booster = cast("xgb.Booster", self.estimator)
+            object.__setattr__(self, "flat_trees", _flat_trees(booster, self.version))
+        if self.flat_trees is None:
+            self.source.get()  # scored by the estimator: loaded now, not on a request
+
+    @property
+    def estimator(self) -> NativeModel:
+        """The native model (loaded on first use when the flat walk scores without it)."""
+        return self.source.get()
 
     @property
     def contribution_scale(self) -> ContributionScale:
-        return "probability" if isinstance(self.estimator, RandomForestClassifier) else "log_odds"
+        return "probability" if self.family == "random_forest" else "log_odds"
 
     def row(self, features: Mapping[str, float]) -> np.ndarray:
         """FEATURES as a float64 row in this model's input order (KeyError names a gap)."""
@@ -78,10 +127,11 @@ class LoadedModel:
         if self.flat_trees is not None:
             return self.flat_trees.probabilities(rows)
         scores: np.ndarray  # both libraries type their predictions as Any
-        if isinstance(self.estimator, xgb.Booster):
-            scores = self.estimator.inplace_predict(rows)
+        estimator = self.estimator
+        if self.family == "xgboost":
+            scores = cast("xgb.Booster", estimator).inplace_predict(rows)
         else:
-            scores = self.estimator.predict_proba(rows)[:, 1]
+            scores = cast("Pipeline", estimator).predict_proba(rows)[:, 1]
         return scores
 
     def decide(self, score: float) -> bool:
@@ -98,21 +148,25 @@ class LoadedModel:
         feature), averaged over trees; bias is the mean root probability.
         """
         x = row.reshape(1, -1)
-        if isinstance(self.estimator, xgb.Booster):
-            values = self.estimator.predict(xgb.DMatrix(x, nthread=1), pred_contribs=True)[0]
-        elif isinstance(self.estimator, Pipeline):
-            values = _linear_contributions(self.estimator, x)
+        estimator = self.estimator
+        if self.family == "xgboost":
+            import xgboost as xgb  # loaded already: the booster came with it
+
+            booster = cast("xgb.Booster", estimator)
+            values = booster.predict(xgb.DMatrix(x, nthread=1), pred_contribs=True)[0]
+        elif self.family == "logistic_regression":
+            values = _linear_contributions(cast("Pipeline", estimator), x)
         else:
-            values = _forest_contributions(self.estimator, x)
+            values = _forest_contributions(cast("RandomForestClassifier", estimator), x)
         return dict(zip((*self.feature_names, BIAS), map(float, values), strict=True))
 
 
 def _single_threaded(estimator: NativeModel) -> None:
     """One thread per prediction: on a small box, predictor threads fight the server's."""
-    if isinstance(estimator, xgb.Booster):
-        estimator.set_param({"nthread": 1})
-    elif isinstance(estimator, RandomForestClassifier):
-        estimator.n_jobs = 1
+    if hasattr(estimator, "set_param"):  # an XGBoost booster
+        cast("xgb.Booster", estimator).set_param({"nthread": 1})
+    elif hasattr(estimator, "n_jobs"):  # a random forest
+        cast("RandomForestClassifier", estimator).n_jobs = 1
 
 
 def _flat_trees(booster: xgb.Booster, version: str) -> FlatTreeEnsemble | None:

@@ -2,6 +2,11 @@
 
 Apart from ``models`` because it is plain file handling: folders per alias and version, a
 ``latest`` pointer, and writes that are complete or absent, safe for several workers.
+
+Beside a version's model, the cache keeps its *checked walk*: the XGBoost trees as flat
+arrays (written only after they agreed with the booster) and the three facts of the model
+card serving needs. A restart that finds them scores with numpy alone, without importing
+XGBoost, scikit-learn or MLflow's model loader first: that import is most of a cold start.
 """
 
 from __future__ import annotations
@@ -12,11 +17,25 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from fraudops.modeling.tree_ensemble import FlatTreeEnsemble
 
 MANIFEST_FILE = "manifest.json"
 LATEST_FILE = "latest"
 MODEL_FOLDER = "model"
+WALK_FILE = "flat_trees.npz"
+WALK_CARD_FILE = "flat_trees_card.json"
+
+
+@dataclass(frozen=True)
+class WalkCard:
+    """What serving reads from a model card: how to lay out a row and when to alert."""
+
+    family: str
+    threshold: float
+    features: tuple[str, ...]
 
 
 class ModelCache:
@@ -81,6 +100,24 @@ class ModelCache:
             return None
         folder = self.folder(alias, version)
         return folder if (folder / MANIFEST_FILE).exists() else None
+
+    @staticmethod
+    def keep_walk(folder: Path, card: WalkCard, trees: FlatTreeEnsemble) -> None:
+        """Keep the checked walk of the version in FOLDER (the card last: it marks it whole)."""
+        partial = folder / f".{uuid.uuid4().hex[:8]}.npz"
+        trees.save(partial)
+        os.replace(partial, folder / WALK_FILE)
+        _write_atomically(folder / WALK_CARD_FILE, json.dumps(asdict(card)))
+
+    @staticmethod
+    def kept_walk(folder: Path) -> tuple[WalkCard, FlatTreeEnsemble] | None:
+        """The checked walk `keep_walk` left in FOLDER, or None."""
+        card_file = folder / WALK_CARD_FILE
+        if not card_file.exists():
+            return None
+        values = json.loads(card_file.read_text())
+        card = WalkCard(values["family"], float(values["threshold"]), tuple(values["features"]))
+        return card, FlatTreeEnsemble.load(folder / WALK_FILE)
 
     def _latest_version(self, alias: str) -> str | None:
         pointer = self.root / alias / LATEST_FILE

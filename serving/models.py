@@ -52,8 +52,8 @@ from fraudops.tracking.registry import (
     outage_named,
     version_by_alias,
 )
-from serving.loaded_model import LoadedModel
-from serving.model_cache import MANIFEST_FILE, MODEL_FOLDER, ModelCache
+from serving.loaded_model import EstimatorSource, LoadedModel
+from serving.model_cache import MANIFEST_FILE, MODEL_FOLDER, ModelCache, WalkCard
 
 logger = logging.getLogger(__name__)
 
@@ -193,11 +193,21 @@ class ModelSet:
         )
 
     def _poll(self, interval_s: float) -> None:
+        self._load_estimators()
         while not self._stop.wait(interval_s):
             try:
                 self.refresh()
             except ModelLoadError as error:
                 logger.warning("%s; keeping the loaded models", error)
+
+    def _load_estimators(self) -> None:
+        """Load the estimators that models started from a kept walk do not need to score
+        (explanations do), off the request path and soon after start."""
+        for model in self._snapshot.models.values():
+            try:
+                model.source.get()
+            except Exception:  # It scores without it; an explanation will report the error.
+                logger.exception("model version %s: the estimator does not load", model.version)
 
     def _publish(self, models: Mapping[str, LoadedModel]) -> None:
         # One reference assignment: readers see the old snapshot or the new one, never a mix.
@@ -268,17 +278,30 @@ class ModelSet:
 def _load(
     folder: Path, name: str, alias: str, *, from_cache: bool, settings: Settings
 ) -> LoadedModel:
+    """The version in FOLDER; from its checked walk when one was kept (the estimator then
+    loads on first use), else from the model itself, keeping the walk for next time."""
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    estimator, card = load_logged_model(folder / MODEL_FOLDER)
-    return LoadedModel(
+    kept = ModelCache.kept_walk(folder) if settings.serve_flat_trees else None
+    if kept is not None:
+        card, trees = kept
+        source = EstimatorSource(lambda: load_logged_model(folder / MODEL_FOLDER)[0])
+    else:
+        estimator, model_card = load_logged_model(folder / MODEL_FOLDER)
+        card = WalkCard(model_card.family, float(model_card.threshold), tuple(model_card.features))
+        source, trees = EstimatorSource.of(estimator), None
+    model = LoadedModel(
         name=name,
         version=manifest["version"],
         alias=alias,
         run_id=manifest.get("run_id"),
         family=card.family,
-        threshold=float(card.threshold),
-        feature_names=tuple(card.features),
-        estimator=estimator,
+        threshold=card.threshold,
+        feature_names=card.features,
+        source=source,
         from_cache=from_cache,
         flat_walk=settings.serve_flat_trees,
+        flat_trees=trees,
     )
+    if kept is None and model.flat_trees is not None:
+        ModelCache.keep_walk(folder, card, model.flat_trees)
+    return model

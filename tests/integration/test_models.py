@@ -29,7 +29,8 @@ from fraudops.modeling.candidates import Model, inputs
 from fraudops.modeling.tree_ensemble import FlatTreeEnsemble
 from fraudops.tracking import runs
 from fraudops.tracking.registry import CHALLENGER, CHAMPION, configure_mlflow, promote, register
-from serving.loaded_model import BIAS, LoadedModel
+from serving.loaded_model import BIAS, EstimatorSource, LoadedModel
+from serving.model_cache import ModelCache
 from serving.models import ModelLoadError, ModelSet
 
 SMALL_MODELS = {
@@ -120,7 +121,9 @@ def test_a_booster_the_flat_walk_disagrees_with_is_scored_by_the_booster(
     booster = run.model.get_booster()
     monkeypatch.setattr(FlatTreeEnsemble, "agreement_error", lambda *_: 1e-3)
     features = tuple(run.result.features)
-    model = LoadedModel("m", "7", CHAMPION, None, "xgboost", 0.5, features, booster)
+    model = LoadedModel(
+        "m", "7", CHAMPION, None, "xgboost", 0.5, features, EstimatorSource.of(booster)
+    )
     assert model.flat_trees is None
     assert "flat trees differ from the booster" in caplog.text
     np.testing.assert_array_equal(model.scores(run.rows), booster.inplace_predict(run.rows))
@@ -291,6 +294,50 @@ def test_with_the_registry_down_at_start_the_cached_models_serve(
     assert status.from_cache == (CHAMPION, CHALLENGER)
     assert not status.registry_reachable
     assert "unreachable" in status.last_error
+
+
+def test_a_restart_scores_from_the_kept_walk_and_loads_the_booster_on_demand(
+    settings: Settings, trained: dict[str, Trained]
+) -> None:
+    """The first load keeps the checked walk beside the cached model; the next one scores
+    from it without loading the booster, which comes when an explanation needs it."""
+    run = trained["xgboost"]
+    register_run(settings, run)
+    first = ModelSet(settings).load()[CHAMPION]
+    folder = settings.model_cache / settings.model_name / CHAMPION / first.version
+    assert ModelCache.kept_walk(folder) is not None
+
+    restarted = ModelSet(settings).load()[CHAMPION]
+    assert not restarted.source.loaded
+    assert (restarted.threshold, restarted.feature_names) == (first.threshold, first.feature_names)
+    np.testing.assert_array_equal(restarted.scores(run.rows), run.probabilities())
+    assert not restarted.source.loaded
+    assert restarted.contributions(run.rows[0]) == first.contributions(run.rows[0])
+    assert restarted.source.loaded
+
+    # With the flat walk switched off the kept walk is not used: the booster scores.
+    booster_only = ModelSet(settings.model_copy(update={"serve_flat_trees": False}))
+    champion = booster_only.load()[CHAMPION]
+    assert champion.flat_trees is None and champion.source.loaded
+    np.testing.assert_array_equal(champion.scores(run.rows), run.probabilities())
+
+
+def test_the_poller_loads_the_estimators_a_kept_walk_left_out(
+    settings: Settings, trained: dict[str, Trained]
+) -> None:
+    register_run(settings, trained["xgboost"])
+    ModelSet(settings).load()
+    models = ModelSet(settings)
+    champion = models.load()[CHAMPION]
+    assert not champion.source.loaded
+    models.start_polling(interval_s=60)
+    try:
+        deadline = time.monotonic() + 60
+        while not champion.source.loaded and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert champion.source.loaded
+    finally:
+        models.stop()
 
 
 def test_with_the_registry_down_and_no_cache_nothing_loads(settings: Settings) -> None:

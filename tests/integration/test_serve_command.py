@@ -1,4 +1,5 @@
-"""`fraudops serve` refuses a missing or broken params.yaml with one clear line, at once."""
+"""`fraudops serve` refuses a missing or broken params.yaml with one clear line, at once;
+its app imports no model library."""
 
 from __future__ import annotations
 
@@ -40,3 +41,16 @@ def test_serve_names_the_params_problem_without_a_traceback(
     assert done.returncode == 1, output
     assert expected in output, output
     assert "Traceback" not in output, output
+
+
+def test_the_serving_app_imports_no_model_library():
+    """XGBoost and scikit-learn come with a model, not with the app: importing them is most
+    of a cold start, and a restart from the kept walk scores without them."""
+    probe = "import sys, serving.app; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    loaded = done.stdout
+    assert "'fastapi'" in loaded  # the probe saw the app's imports
+    for library in ("xgboost", "sklearn"):
+        assert f"'{library}'" not in loaded, f"serving.app imports {library}"

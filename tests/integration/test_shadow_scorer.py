@@ -13,7 +13,7 @@ from fraudops.logs.database import open_prediction_log
 from fraudops.logs.readers import read_predictions
 from fraudops.logs.records import PredictionRecord
 from fraudops.logs.writer import PredictionLogWriter
-from serving.loaded_model import LoadedModel
+from serving.loaded_model import EstimatorSource, LoadedModel
 from serving.metrics import ServingMetrics
 from serving.shadow import MAX_BATCH, ShadowJob, ShadowScorer
 
@@ -25,7 +25,9 @@ def _model(version: str, depth: int) -> LoadedModel:
     x = rng.normal(size=(500, len(FEATURES)))
     y = (x[:, 0] + rng.normal(scale=0.5, size=500) > 0).astype(int)
     booster = xgb.XGBClassifier(n_estimators=10, max_depth=depth).fit(x, y).get_booster()
-    return LoadedModel("m", version, "challenger", None, "xgboost", 0.5, FEATURES, booster)
+    return LoadedModel(
+        "m", version, "challenger", None, "xgboost", 0.5, FEATURES, EstimatorSource.of(booster)
+    )
 
 
 def _job(index: int, row: np.ndarray, model: LoadedModel) -> ShadowJob:

@@ -78,3 +78,17 @@ def test_rows_of_the_wrong_width_are_an_error() -> None:
     flat = FlatTreeEnsemble.from_booster(xgb.XGBClassifier(n_estimators=3).fit(x, y).get_booster())
     with pytest.raises(ValueError, match="expected rows of 6 features"):
         flat.probabilities(np.zeros((1, 5)))
+
+
+def test_a_saved_walk_loads_with_the_same_arrays_and_scores(tmp_path) -> None:
+    x, y = _data()
+    booster = xgb.XGBClassifier(max_depth=4, n_estimators=25).fit(x, y).get_booster()
+    flat = FlatTreeEnsemble.from_booster(booster)
+    flat.save(tmp_path / "walk.npz")
+    loaded = FlatTreeEnsemble.load(tmp_path / "walk.npz")
+    assert (loaded.depth, loaded.n_features) == (flat.depth, flat.n_features)
+    for name in ("roots", "feature", "threshold", "left", "default_left", "value"):
+        assert getattr(loaded, name).dtype == getattr(flat, name).dtype
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(flat, name))
+    fresh, _ = _data(seed=2, rows=500)
+    np.testing.assert_array_equal(loaded.probabilities(fresh), booster.inplace_predict(fresh))

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fraudops.modeling.steps import ModelCard, NativeModel
+if TYPE_CHECKING:  # the model libraries load with a model, not with this module (serving
+    # starts from a cached tree walk without them)
+    from fraudops.modeling.steps import ModelCard, NativeModel
 
 
 def load_registered_model(model_uri: str, cache_dir: Path) -> tuple[NativeModel, ModelCard]:
@@ -28,6 +31,8 @@ def load_logged_model(folder: Path) -> tuple[NativeModel, ModelCard]:
     which is what lets serving start from its cache when the registry is away."""
     import mlflow
     from mlflow.models import Model as MlflowModel
+
+    from fraudops.modeling.steps import ModelCard
 
     logged = MlflowModel.load(folder)
     card = ModelCard.from_dict(logged.metadata or {})
