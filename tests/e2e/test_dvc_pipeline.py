@@ -29,9 +29,12 @@ SMALL_TRAIN = {
 XGB_SMALL = {"n_estimators": 20, "max_depth": 3}
 
 
-def run(args: list[str], cwd: Path, *, stdout_only: bool = False) -> str:
+def run(
+    args: list[str], cwd: Path, *, stdout_only: bool = False, env: dict[str, str] | None = None
+) -> str:
     env = {
         **os.environ,
+        **(env or {}),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
     }
@@ -41,8 +44,8 @@ def run(args: list[str], cwd: Path, *, stdout_only: bool = False) -> str:
     return done.stdout if stdout_only else done.stdout + done.stderr
 
 
-def dvc(*args: str, cwd: Path) -> str:
-    return run([sys.executable, "-m", "dvc", *args], cwd)
+def dvc(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    return run([sys.executable, "-m", "dvc", *args], cwd, env=env)
 
 
 def dvc_json(*args: str, cwd: Path) -> dict:
@@ -81,30 +84,37 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
-#: Runs a ``fraudops`` command and, at exit, writes the files of every module it loaded.
+#: Loaded by every Python process started with its folder on PYTHONPATH: at exit (after
+#: everything else, as it registers first) it writes its argv and the files of every module
+#: it loaded. So the first ``dvc repro`` records what each stage's command really loads.
 _RECORD_IMPORTS = """
-import atexit, json, sys
-def _write(out):
+import atexit, json, os, sys
+
+def _write(folder=os.environ["RECORD_IMPORTS_TO"]):
     files = [getattr(module, "__file__", None) for module in list(sys.modules.values())]
-    with open(out, "w") as file:
-        json.dump(sorted(path for path in files if path), file)
-atexit.register(_write, sys.argv[1])
-sys.argv = ["fraudops", *sys.argv[2:]]
-from fraudops.cli import main
-main()
+    with open(os.path.join(folder, f"{os.getpid()}.json"), "w") as out:
+        json.dump({"argv": sys.argv, "files": sorted(path for path in files if path)}, out)
+
+atexit.register(_write)
 """
 
 
-def modules_run(command: str, repo: Path, out: Path) -> set[str]:
-    """The project modules COMMAND loads, as paths like dvc.yaml names them.
+def recording_imports(folder: Path) -> dict[str, str]:
+    """The environment under which each Python process leaves its imports in FOLDER."""
+    hook = folder / "hook"
+    hook.mkdir(parents=True)
+    (hook / "sitecustomize.py").write_text(_RECORD_IMPORTS)
+    return {"PYTHONPATH": str(hook), "RECORD_IMPORTS_TO": str(folder)}
+
+
+def project_modules(files: list[str]) -> set[str]:
+    """FILES of the project's own modules, as paths like dvc.yaml names them.
 
     Left out by rule (dvc.yaml says why): package ``__init__`` files, the CLI package (argument
     parsing and printing) and the telemetry switches, which every command loads.
     """
-    args = command.split()[1:]
-    run([sys.executable, "-c", _RECORD_IMPORTS, str(out), *args], repo)
     loaded = set()
-    for name in json.loads(out.read_text()):
+    for name in files:
         path = Path(name).resolve()
         if not path.is_relative_to(PROJECT / "src"):
             continue
@@ -115,12 +125,18 @@ def modules_run(command: str, repo: Path, out: Path) -> set[str]:
     return loaded
 
 
-def assert_each_stage_depends_on_exactly_the_modules_it_runs(repo: Path, records: Path) -> None:
+def assert_each_stage_depends_on_exactly_the_modules_it_ran(records: Path) -> None:
+    ran = {}
+    for record in records.glob("*.json"):
+        values = json.loads(record.read_text())
+        if Path(values["argv"][0]).name == "fraudops":
+            ran[tuple(values["argv"][1:])] = project_modules(values["files"])
     stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
         declared = {dep for dep in stage["deps"] if dep.endswith(".py")}
-        loaded = modules_run(" ".join(stage["cmd"].split()), repo, records / f"{name}.json")
-        missing, unused = sorted(loaded - declared), sorted(declared - loaded)
+        command = tuple(stage["cmd"].split()[1:])
+        assert command in ran, f"stage {name}: `{stage['cmd']}` did not run ({sorted(ran)})"
+        missing, unused = sorted(ran[command] - declared), sorted(declared - ran[command])
         assert not missing and not unused, f"stage {name}: missing {missing}, not run {unused}"
 
 
@@ -128,7 +144,8 @@ def test_generate_then_repro_versions_data_and_reruns_only_what_changed(repo: Pa
     run(["fraudops", "generate"], repo)
     version = data_version(repo / "data.dvc")
 
-    first = stages_run(dvc("repro", cwd=repo))
+    records = tmp_path / "imports"
+    first = stages_run(dvc("repro", cwd=repo, env=recording_imports(records)))
     assert {"validate", "featurize", "train", "evaluate"} <= first
     assert (repo / "data" / "features" / "features.parquet").exists()
     assert (repo / "models" / "model_card.json").exists()
@@ -138,7 +155,7 @@ def test_generate_then_repro_versions_data_and_reruns_only_what_changed(repo: Pa
     plots = dvc_json("plots", "show", cwd=repo)
     assert {"plots/pr.csv", "plots/roc.csv"} <= plots["data"].keys()
     assert stages_run(dvc("repro", cwd=repo)) == set()
-    assert_each_stage_depends_on_exactly_the_modules_it_runs(repo, tmp_path)
+    assert_each_stage_depends_on_exactly_the_modules_it_ran(records)
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], repo)
 
