@@ -189,21 +189,35 @@ def add_monitoring_windows(prefect_api_url: str, count: int) -> int:
     """Monitor the replayed traffic in COUNT consecutive windows from its start; how many ran.
 
     The demo monitors once; a dashboard of one point shows no trend. These windows report
-    to the Prefect server as flow runs and do not start retraining (``--on-drift none``).
+    to the Prefect server as flow runs and do not start retraining (``on_drift="none"``).
+    They run here, one flow run each as ``fraudops monitor`` would make, so the monitoring
+    libraries load once rather than once per window.
     """
+    from fraudops.cli.base import use_prefect
     from fraudops.config import get_settings
     from fraudops.local.traffic import journal_dir, stored_days
 
+    if "prefect" in sys.modules:  # it reads its settings once, at import
+        raise ScreenshotError("Prefect was imported before its API URL was set")
+    os.environ["PREFECT_API_URL"] = prefect_api_url
+    use_prefect()
+    from fraudops.tracking.registry import RegistryError
+    from monitoring.analysis import MonitoringError
+    from pipelines.monitoring_flow import ReferenceMissing, monitoring_flow
+
     days = stored_days(journal_dir(get_settings()))
-    env = {**os.environ, "PREFECT_API_URL": prefect_api_url}
     starts = days[: len(days) - WINDOW_DAYS + 1 : WINDOW_DAYS][:count]
     for start in starts:
-        until = start + dt.timedelta(days=WINDOW_DAYS)
-        command = ["fraudops", "monitor", "--since", f"{start}", "--until", f"{until}"]
-        command += ["--by-transaction-time", "--on-drift", "none"]
-        print(" ".join(command), flush=True)
-        if subprocess.run(command, env=env, check=False).returncode != 0:
-            raise ScreenshotError(f"`{' '.join(command)}` failed; see its output above")
+        since = dt.datetime.combine(start, dt.time())
+        until = since + dt.timedelta(days=WINDOW_DAYS)
+        print(f"monitoring transactions from {since} to {until}", flush=True)
+        try:
+            outcome = monitoring_flow(
+                since=since, until=until, by_transaction_time=True, on_drift="none"
+            )
+        except (MonitoringError, ReferenceMissing, RegistryError) as error:
+            raise ScreenshotError(f"monitoring from {since} to {until} failed: {error}") from error
+        print(f"window {outcome.decision.window_id}: {outcome.decision.signal}", flush=True)
     return len(starts)
 
 
