@@ -1,7 +1,8 @@
 """The promotion flow: challenger against champion on one holdout, then move ``champion``.
 
 Both models are loaded from the registry and scored on the same rows: the final test
-period of the current data, with the same features and the same metric code as training.
+period of the current data, with the same features and the same metric code as training,
+and the same per-segment fairness report.
 `fraudops.experiments.promotion_gate` turns the numbers into checks and a decision; callers may add
 evidence of their own (an A/B result, shadow agreement) as extra checks.
 
@@ -23,7 +24,14 @@ from prefect import flow, get_run_logger
 
 from fraudops.config import Params, get_settings, load_params
 from fraudops.data.split import TimeSplit, final_split
-from fraudops.experiments.promotion_gate import Check, GateDecision, decide, holdout_checks
+from fraudops.experiments.promotion_gate import (
+    Check,
+    GateDecision,
+    decide,
+    fairness_check,
+    holdout_checks,
+)
+from fraudops.fairness.segment_report import segment_report
 from fraudops.modeling import steps
 from fraudops.tracking import logged_models, runs
 from fraudops.tracking.registry import (
@@ -91,9 +99,21 @@ def holdout_period(features: pl.DataFrame, params: Params) -> TimeSplit:
     return split
 
 
+@dataclass(frozen=True)
+class HoldoutResult:
+    """One version on the holdout: every metric, and its segment gaps (rows of
+    `SegmentReport.gaps`)."""
+
+    metrics: dict[str, float]
+    gaps: list[dict[str, object]]
+
+
 @io_task("score version", task_run_name="score version {version}")
-def score_version(name: str, version: str, split: TimeSplit, params: Params) -> dict[str, float]:
-    """Every metric of VERSION on the holdout; refused if it trained on holdout days."""
+def score_version(
+    name: str, version: str, split: TimeSplit, raw: pl.DataFrame, params: Params
+) -> HoldoutResult:
+    """VERSION on the holdout; refused if it trained on holdout days. RAW is the history the
+    customers' segments are read from."""
     with tempfile.TemporaryDirectory() as folder:
         model, card = logged_models.load_registered_model(f"models:/{name}/{version}", Path(folder))
     if card.train_end >= split.test_start.isoformat():
@@ -101,7 +121,9 @@ def score_version(name: str, version: str, split: TimeSplit, params: Params) -> 
             f"version {version} trained on days up to {card.train_end}, inside the holdout "
             f"from {split.test_start}: the comparison would favour it"
         )
-    return steps.holdout_metrics(model, card, split.test, params)
+    scores = steps.score_frame(model, card, split.test)
+    gaps = segment_report(raw, split.test, scores >= card.threshold, params).gaps
+    return HoldoutResult(steps.holdout_metrics(card, split.test, scores, params), gaps.to_dicts())
 
 
 @io_task("record decision")
@@ -184,12 +206,14 @@ def promotion_flow(
     raw = load_data(source)
     validate_data(raw, params.validate_)
     split = holdout_period(features_of(raw, source, params), params)
-    scores = {
-        "champion": score_version(name, str(champion.version), split, params),
-        "challenger": score_version(name, judged, split, params),
+    results = {
+        "champion": score_version(name, str(champion.version), split, raw, params),
+        "challenger": score_version(name, judged, split, raw, params),
     }
+    scores = {role: result.metrics for role, result in results.items()}
     checks = holdout_checks(scores["champion"], scores["challenger"], params.promote.tolerance)
-    decision = decide([*checks, *(evidence or [])])
+    fairness = fairness_check(results["champion"].gaps, results["challenger"].gaps)
+    decision = decide([*checks, fairness, *(evidence or [])])
     context = {
         "champion_version": str(champion.version),
         "challenger_version": judged,

@@ -5,6 +5,10 @@ period of the current data), metric by metric. A challenger may fall short of th
 by at most the metric's tolerance (``promote.tolerance`` in params.yaml): retraining on
 newer data is worth a hair of measured quality, not more.
 
+The holdout also says how evenly each model's errors fall on customer segments
+(`fraudops.fairness.segment_report`): a challenger may not bring a gap between segments
+beyond its tolerance, or widen one the champion already had there (`fairness_checks`).
+
 Live evidence (an A/B test, agreement with the champion in shadow) enters as further
 `Check` objects built by its own code; the decision is simply that every check passes, so
 adding a kind of evidence never changes how the others are judged.
@@ -12,6 +16,7 @@ adding a kind of evidence never changes how the others are judged.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -84,6 +89,49 @@ def holdout_checks(
             )
         )
     return checks
+
+
+def fairness_check(
+    champion: Sequence[Mapping[str, object]], challenger: Sequence[Mapping[str, object]]
+) -> Check:
+    """Whether the challenger leaves every segment gap no wider than the champion's, given
+    both models' gap rows (`SegmentReport.gaps` on the same holdout).
+
+    A gap counts against the challenger when it is flagged (its whole bootstrap interval
+    lies beyond the tolerance, so it is not noise) and is wider than the champion's same
+    gap: a gap the champion had as wide is not the challenger's doing, and refusing for it
+    would keep a model with the same fault in service. An infinite ratio (a group without
+    a single false alarm) is not a width to compare: the equalised-odds difference of the
+    same segment still measures that gap, on a scale where zero is a number.
+    """
+    before = {(str(row["segment"]), str(row["gap"])): _number(row["value"]) for row in champion}
+    widened: list[str] = []
+    numbers: dict[str, float] = {}
+    for row in challenger:
+        key = (str(row["segment"]), str(row["gap"]))
+        value, old = _number(row["value"]), before.get(key, math.nan)
+        numbers |= {
+            f"{role}.{key[0]}.{key[1]}": number
+            for role, number in (("champion", old), ("challenger", value))
+            if math.isfinite(number)
+        }
+        if row["flagged"] and math.isfinite(value) and not old >= value:
+            widened.append(
+                f"{key[0]} {key[1]} {value:.3g} [{_number(row['low']):.3g}, "
+                f"{_number(row['high']):.3g}] vs champion {old:.3g} "
+                f"(tolerance {_number(row['tolerance']):g})"
+            )
+    detail = (
+        "segment gaps widened beyond tolerance: " + "; ".join(widened)
+        if widened
+        else f"no segment gap widened beyond its tolerance ({len(challenger)} compared)"
+    )
+    return Check("fairness", passed=not widened, detail=detail, numbers=numbers)
+
+
+def _number(value: object) -> float:
+    """A gap table's number; None (not measured: too few customers or frauds) is NaN."""
+    return math.nan if value is None else float(value)  # type: ignore[arg-type]
 
 
 def decide(checks: Sequence[Check]) -> GateDecision:

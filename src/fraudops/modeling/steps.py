@@ -319,10 +319,10 @@ def score_frame(model: NativeModel, card: ModelCard, frame: pl.DataFrame) -> np.
 
 
 def holdout_metrics(
-    model: NativeModel, card: ModelCard, holdout: pl.DataFrame, params: Params
+    card: ModelCard, holdout: pl.DataFrame, scores: np.ndarray, params: Params
 ) -> dict[str, float]:
-    """Every metric of a stored model on HOLDOUT, at the model's own threshold."""
-    return _metrics(holdout, score_frame(model, card, holdout), card.threshold, params)
+    """Every metric of a stored model's SCORES on HOLDOUT, at the model's own threshold."""
+    return _metrics(holdout, scores, card.threshold, params)
 
 
 def evaluate_model_dir(
