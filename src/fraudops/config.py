@@ -119,6 +119,14 @@ class Settings(BaseSettings):
         description="`fraudops serve-flows` serves the model-level Prometheus series "
         "(monitoring.exporter) on this port; 0: not served.",
     )
+    dask_address: str | None = Field(
+        None,
+        description="Dask scheduler (tcp://host:8786) that batch features and scoring run "
+        "on (fraudops.scale); none: in this process, without Dask.",
+    )
+    dask_connect_timeout_s: float = Field(
+        10.0, gt=0, description="How long to wait for the Dask scheduler before giving up."
+    )
     flows_metrics_host: str = Field(
         "127.0.0.1",
         description="Address the model series listen on; a container sets 0.0.0.0 so "

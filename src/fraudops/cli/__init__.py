@@ -1,7 +1,7 @@
 """The `fraudops` command: one entry point for every user action.
 
 Commands live in one module per group (``prepare``, ``lifecycle``, ``services``,
-``compare``, ``loop``) and register on the one Typer app of ``base``. Heavy modules
+``compare``, ``loop``, ``batch``) and register on the one Typer app of ``base``. Heavy modules
 (Polars, MLflow, Prefect, FastAPI, Evidently) are imported inside each command, so
 ``fraudops --help`` answers at once.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # Importing a group registers its commands; this order is the order of `fraudops --help`.
 # isort: off
-from fraudops.cli import prepare, lifecycle, services, compare, loop  # noqa: F401
+from fraudops.cli import prepare, lifecycle, services, compare, loop, batch  # noqa: F401
 
 # isort: on
 from fraudops.cli.base import PREFECT_STARTUP_TIMEOUT, app, console

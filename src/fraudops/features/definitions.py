@@ -9,13 +9,16 @@ reproduces the offline values exactly by summing a bounded number of buckets.
 Both paths read the same windows and do the same integer arithmetic: amounts are summed as
 integer cents and every ratio is a single float division of two exact integers, so the result
 does not depend on summation order and served values equal offline ones bit for bit.
+
+The module is longer than the others on purpose: the windows' spec, the online sums and the
+offline frame stay side by side, so a change to one is seen next to the other two.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from typing import NamedTuple, TypeVar
+from collections.abc import Collection, Mapping
+from typing import Literal, NamedTuple, TypeVar
 
 import polars as pl
 
@@ -41,6 +44,12 @@ CENTS_PER_UNIT = 100
 
 #: Columns `build_features` keeps next to the features: keys, time and the label.
 KEY_COLUMNS = (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_FRAUD)
+
+#: Features fall in groups by what they read: the transaction alone, the customer's earlier
+#: transactions, or the terminal's. A frame holding all of a customer's rows (or a
+#: terminal's) gives that group's exact values, which is what lets it be split by entity.
+FeatureGroup = Literal["transaction", "customer", "terminal"]
+FEATURE_GROUPS: tuple[FeatureGroup, ...] = ("transaction", "customer", "terminal")
 
 # Working columns of build_features; none reaches its output.
 _DAY = "_day"
@@ -71,17 +80,24 @@ def terminal_risk_column(window_days: int) -> str:
 
 def feature_columns(params: FeatureParams) -> list[str]:
     """Model input columns, in the order models are trained and served with."""
-    customer = [
-        name(w)
-        for w in params.customer_windows_days
-        for name in (customer_nb_tx_column, customer_avg_amount_column)
-    ]
-    terminal = [
+    return [column for group in FEATURE_GROUPS for column in group_columns(group, params)]
+
+
+def group_columns(group: FeatureGroup, params: FeatureParams) -> list[str]:
+    """The feature columns of one group, in `feature_columns` order."""
+    if group == "transaction":
+        return [TX_AMOUNT, TX_DURING_WEEKEND, TX_DURING_NIGHT]
+    if group == "customer":
+        return [
+            name(w)
+            for w in params.customer_windows_days
+            for name in (customer_nb_tx_column, customer_avg_amount_column)
+        ]
+    return [
         name(w)
         for w in params.terminal_windows_days
         for name in (terminal_nb_tx_column, terminal_risk_column)
     ]
-    return [TX_AMOUNT, TX_DURING_WEEKEND, TX_DURING_NIGHT, *customer, *terminal]
 
 
 # --- the spec: which buckets each window reads ----------------------------------------------
@@ -237,6 +253,18 @@ def transaction_features(
 
 def build_features(raw: pl.DataFrame, params: FeatureParams) -> pl.DataFrame:
     """Features of every transaction in ``raw``, with its keys and label, by transaction_id."""
+    return build_feature_groups(raw, params, FEATURE_GROUPS)
+
+
+def build_feature_groups(
+    raw: pl.DataFrame, params: FeatureParams, groups: Collection[FeatureGroup]
+) -> pl.DataFrame:
+    """The keys and the features of GROUPS of every transaction in ``raw``, by transaction_id.
+
+    A customer (terminal) feature is exact for the customers (terminals) all of whose
+    transactions ``raw`` holds: a partition of the data by entity gives the values the whole
+    frame would.
+    """
     transactions = (
         raw.lazy()
         .select(TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_AMOUNT, TX_FRAUD)
@@ -246,12 +274,18 @@ def build_features(raw: pl.DataFrame, params: FeatureParams) -> pl.DataFrame:
             (pl.col(TX_AMOUNT) * CENTS_PER_UNIT).round().cast(pl.Int64).alias(_CENTS),
         )
     )
-    parts = [
-        transactions.select(*KEY_COLUMNS, TX_AMOUNT, *_calendar_features(params)),
-        _customer_features(transactions, params),
-        _terminal_features(transactions, params),
+    own_row = [pl.col(TX_AMOUNT), *_calendar_features(params)] if "transaction" in groups else []
+    parts = [transactions.select(*KEY_COLUMNS, *own_row)]
+    if "customer" in groups:
+        parts.append(_customer_features(transactions, params))
+    if "terminal" in groups:
+        parts.append(_terminal_features(transactions, params))
+    columns = [
+        column
+        for group in FEATURE_GROUPS
+        if group in groups
+        for column in group_columns(group, params)
     ]
-    columns = feature_columns(params)
     return (
         pl.concat(parts, how="horizontal")
         .select(*KEY_COLUMNS, pl.col(columns).cast(pl.Float64))
