@@ -76,8 +76,10 @@ def test_without_an_address_there_is_no_client_and_no_dask_import() -> None:
     assert done.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("address", [f"tcp://{HOST}:{free_port()}", "no-port-here:x"])
-def test_an_unreachable_or_malformed_address_is_named_with_its_setting(address: str) -> None:
+@pytest.mark.parametrize("kind", ["unreachable", "malformed"])
+def test_an_unreachable_or_malformed_address_is_named_with_its_setting(kind: str) -> None:
+    # The port is found when the test runs: test ids must be the same in every xdist worker.
+    address = f"tcp://{HOST}:{free_port()}" if kind == "unreachable" else "no-port-here:x"
     settings = Settings(dask_address=address, dask_connect_timeout_s=1)
     with pytest.raises(ClusterUnreachable) as caught, dask_client(settings):
         pass
