@@ -19,6 +19,9 @@ from fraudops.local.servers import HOST, free_port
 from fraudops.scale.cluster import ClusterUnreachable, dask_client
 from fraudops.scale.dask_features import build_features_on_dask, split_by_entity
 
+#: A Dask cluster of worker processes starts for this file: long for `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:

@@ -38,6 +38,9 @@ from fraudops.tracking.registry import configure_mlflow, register
 PROJECT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
+#: A Dask cluster of worker processes starts for this file: long for `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
