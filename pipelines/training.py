@@ -35,6 +35,8 @@ from fraudops.config import (
 from fraudops.data.validation import BatchRejected
 from fraudops.modeling import steps
 from fraudops.modeling.candidates import Selection
+from fraudops.scale import dask_training
+from fraudops.scale.cluster import dask_client
 from fraudops.tracking import runs
 from fraudops.tracking.registry import MlflowClient, configure_mlflow, register
 from pipelines.tasks import io_task, step_task
@@ -174,8 +176,12 @@ def features_of(raw: pl.DataFrame, source: steps.DataSource, params: Params) -> 
 
 @step_task("select model")
 def select_model(features: pl.DataFrame, params: Params) -> Selection:
-    """Time split, prequential validation of every candidate, refit of the winner, threshold."""
-    selection = steps.select(features, params)
+    """Time split, prequential validation of every candidate, refit of the winner, threshold.
+
+    With ``FRAUDOPS_DASK_ADDRESS`` set, the fits run on that Dask cluster.
+    """
+    with dask_client(get_settings()) as cluster:
+        selection = dask_training.select(features, params, cluster)
     get_run_logger().info(
         "selected %s (validation average precision %.4f), threshold %.4f",
         selection.candidate.name,

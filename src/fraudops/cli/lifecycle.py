@@ -54,12 +54,14 @@ def train(
     use_prefect()
     from fraudops.data.validation import BatchRejected
     from fraudops.data.versioning import VersioningError
+    from fraudops.scale.cluster import ClusterUnreachable
     from fraudops.tracking.registry import RegistryError
     from pipelines.training import training_flow
 
+    expected = (BatchRejected, ClusterUnreachable, RegistryError, VersioningError)
     try:
         outcome = training_flow(rev=rev, tags=parse_tags(tag or []))
-    except (BatchRejected, RegistryError, VersioningError, FileNotFoundError, ValueError) as exc:
+    except (*expected, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
     console.print(
         f"[green]registered[/] {outcome.model_name} version {outcome.version} "

@@ -136,35 +136,75 @@ def fraud_scores(model: Model, frame: pl.DataFrame, features: list[str]) -> np.n
     return model.predict_proba(inputs(frame, features))[:, 1]
 
 
+def fold_scores(
+    candidate: Candidate, fold: TimeSplit, features: list[str], *, seed: int, n_jobs: int
+) -> np.ndarray:
+    """Scores of FOLD's test rows by CANDIDATE fitted on its training rows.
+
+    One independent unit of the search: a Dask worker runs exactly this, so both paths fit
+    and score the same way.
+    """
+    model = fit(candidate, fold.train, features, seed=seed, n_jobs=n_jobs)
+    return fraud_scores(model, fold.test, features)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The candidates ranked on the validation folds: everything of a `Selection` but the refit."""
+
+    winner: Candidate
+    validation: pl.DataFrame
+    threshold: float
+
+
+def rank_candidates(
+    folds: list[TimeSplit],
+    scores: Mapping[str, list[np.ndarray]],
+    found: list[Candidate],
+    params: TrainParams,
+) -> Ranking:
+    """Rank FOUND by their SCORES (by candidate name, one array per fold, in FOLDS order)."""
+    labels = [fold.test[TX_FRAUD].to_numpy() for fold in folds]
+    rows = []
+    for candidate in found:
+        per_fold = [
+            ranking_metrics(fold.test, scored, params.top_k)
+            for fold, scored in zip(folds, scores[candidate.name], strict=True)
+        ]
+        rows.append(_summary_row(candidate, per_fold))
+        name, value = candidate.name, rows[-1][SELECTION_METRIC]
+        logger.info("%s: validation %s %.4f", name, SELECTION_METRIC, value)
+    validation = pl.DataFrame(rows).sort(SELECTION_METRIC, descending=True, maintain_order=True)
+    by_name = {candidate.name: candidate for candidate in found}
+    winner = by_name[_cheapest_near_best(validation, params.selection_tolerance)]
+    threshold = choose_threshold(
+        np.concatenate(labels),
+        np.concatenate(scores[winner.name]),
+        params.cost_missed_fraud,
+        params.cost_false_alarm,
+    )
+    return Ranking(winner, validation, threshold)
+
+
 def select_model(frame: pl.DataFrame, features: list[str], params: TrainParams) -> Selection:
     """Choose a candidate on the validation folds, refit it on the final training window."""
     folds = validation_splits(frame, params)
-    by_name = {candidate.name: candidate for candidate in candidates(params)}
-    rows, pooled_scores = [], {}
-    for name, candidate in by_name.items():
-        per_fold, fold_scores = [], []
-        for fold in folds:
-            model = fit(candidate, fold.train, features, seed=params.seed, n_jobs=params.n_jobs)
-            fold_scores.append(fraud_scores(model, fold.test, features))
-            per_fold.append(ranking_metrics(fold.test, fold_scores[-1], params.top_k))
-        rows.append(_summary_row(candidate, per_fold))
-        pooled_scores[name] = np.concatenate(fold_scores)
-        logger.info("%s: validation %s %.4f", name, SELECTION_METRIC, rows[-1][SELECTION_METRIC])
-    validation = pl.DataFrame(rows).sort(SELECTION_METRIC, descending=True, maintain_order=True)
-    winner = by_name[_cheapest_near_best(validation, params.selection_tolerance)]
-    pooled_labels = np.concatenate([fold.test[TX_FRAUD].to_numpy() for fold in folds])
+    found = candidates(params)
+    scores = {
+        candidate.name: [
+            fold_scores(candidate, fold, features, seed=params.seed, n_jobs=params.n_jobs)
+            for fold in folds
+        ]
+        for candidate in found
+    }
+    ranking = rank_candidates(folds, scores, found, params)
     split = final_split(frame, params)
     return Selection(
-        model=fit(winner, split.train, features, seed=params.seed, n_jobs=params.n_jobs),
-        candidate=winner,
+        model=fit(ranking.winner, split.train, features, seed=params.seed, n_jobs=params.n_jobs),
+        candidate=ranking.winner,
         split=split,
-        validation=validation,
-        threshold=choose_threshold(
-            pooled_labels,
-            pooled_scores[winner.name],
-            params.cost_missed_fraud,
-            params.cost_false_alarm,
-        ),
+        validation=ranking.validation,
+        threshold=ranking.threshold,
     )
 
 

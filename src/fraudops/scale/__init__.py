@@ -1,1 +1,1 @@
-"""Past one process: batch features and scoring on a Dask cluster, equal to the local path."""
+"""Features, model selection and batch scoring on a Dask cluster, equal to the local path."""
