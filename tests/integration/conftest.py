@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -11,6 +12,9 @@ import yaml
 from fraudops.config import Settings, SimulateParams, get_settings
 from fraudops.data.datasets import write_raw
 from fraudops.data.simulate import simulate
+
+if TYPE_CHECKING:  # Dask loads with the tests that use it, not with every session
+    from distributed import Client, LocalCluster
 
 PROJECT = Path(__file__).resolve().parents[2]
 SMALL_DATA = SimulateParams(customers=300, terminals=600, days=70, seed=3)
@@ -70,3 +74,23 @@ def small_params_with(tmp_path: Path) -> Callable[[dict], Path]:
         return write_params(path, {**SMALL_TRAIN, **train}, features)
 
     return write
+
+
+@pytest.fixture(scope="module")
+def dask_cluster() -> Iterator[LocalCluster]:
+    """A Dask cluster of two worker processes (one thread each) for one test file."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def cluster_client(dask_cluster: LocalCluster) -> Iterator[Client]:
+    """A client of `dask_cluster`, not made the process's default."""
+    from distributed import Client
+
+    with Client(dask_cluster, set_as_default=False) as client:
+        yield client

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import polars as pl
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 from polars.testing import assert_frame_equal
 
 from fraudops.config import FeatureParams, Settings, SimulateParams
@@ -24,36 +23,29 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as connected,
-    ):
-        yield connected
-
-
-@pytest.fixture(scope="module")
 def raw() -> pl.DataFrame:
     return simulate(SimulateParams(customers=300, terminals=600, days=45, seed=7))
 
 
 @pytest.mark.parametrize("parts", [None, 3, 7])
 def test_features_on_dask_equal_the_single_process_ones(
-    client: Client, raw: pl.DataFrame, parts: int | None
+    cluster_client: Client, raw: pl.DataFrame, parts: int | None
 ) -> None:
     params = FeatureParams()
     assert_frame_equal(
-        build_features_on_dask(client, raw, params, parts), build_features(raw, params)
+        build_features_on_dask(cluster_client, raw, params, parts), build_features(raw, params)
     )
 
 
-def test_other_windows_and_label_delay_are_equal_too(client: Client, raw: pl.DataFrame) -> None:
+def test_other_windows_and_label_delay_are_equal_too(
+    cluster_client: Client, raw: pl.DataFrame
+) -> None:
     params = FeatureParams(
         customer_windows_days=(2, 14), terminal_windows_days=(3, 10), label_delay_days=3
     )
-    assert_frame_equal(build_features_on_dask(client, raw, params), build_features(raw, params))
+    assert_frame_equal(
+        build_features_on_dask(cluster_client, raw, params), build_features(raw, params)
+    )
 
 
 def test_a_split_keeps_every_entity_whole_and_loses_no_row(raw: pl.DataFrame) -> None:

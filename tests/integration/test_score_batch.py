@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +39,6 @@ runner = CliRunner()
 
 #: A Dask cluster of worker processes starts for this file: long for `make test-fast`.
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as started:
-        yield started
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +98,12 @@ def in_project(project: Path, registry: Settings, monkeypatch: pytest.MonkeyPatc
 
 
 def test_scores_on_dask_equal_the_single_process_ones(
-    project: Path, registry: Settings, cluster: LocalCluster
+    project: Path, registry: Settings, dask_cluster: LocalCluster
 ) -> None:
     raw = read_raw(project / "data" / "raw")
     champion = load_champion(registry)
     here = score_batch(raw, champion, FeatureParams())
-    with Client(cluster) as client:
+    with Client(dask_cluster) as client:
         on_dask = score_batch(raw, champion, FeatureParams(), client)
     np.testing.assert_array_equal(on_dask["score"].to_numpy(), here["score"].to_numpy())
     assert_frame_equal(on_dask, here)
@@ -123,7 +114,7 @@ def test_scores_on_dask_equal_the_single_process_ones(
 
 
 def test_the_command_scores_the_recorded_version_not_the_workspace(
-    in_project: Path, cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    in_project: Path, dask_cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The workspace loses its last day after the commit: --data-version HEAD still has it."""
     recorded = read_raw(in_project / "data" / "raw")
@@ -135,7 +126,7 @@ def test_the_command_scores_the_recorded_version_not_the_workspace(
         args = ["score-batch", "--data-version", "HEAD"]
         done = runner.invoke(app, [*args, "--out", str(local_out)])
         assert done.exit_code == 0, done.output
-        monkeypatch.setenv("FRAUDOPS_DASK_ADDRESS", cluster.scheduler_address)
+        monkeypatch.setenv("FRAUDOPS_DASK_ADDRESS", dask_cluster.scheduler_address)
         get_settings.cache_clear()
         done = runner.invoke(app, [*args, "--out", str(dask_out)])
         assert done.exit_code == 0, done.output
