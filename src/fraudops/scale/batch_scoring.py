@@ -21,6 +21,7 @@ from fraudops.config import FeatureParams, Settings
 from fraudops.data.schema import TRANSACTION_ID
 from fraudops.features.definitions import build_features
 from fraudops.modeling.steps import SCORE, ModelCard, NativeModel, score_frame
+from fraudops.scale.cluster import row_slices, worker_count
 from fraudops.tracking.logged_models import load_registered_model
 from fraudops.tracking.registry import CHAMPION, configure_mlflow, version_by_alias
 
@@ -95,10 +96,9 @@ def _check_inputs(features: pl.DataFrame, card: ModelCard) -> None:
 
 def _score_on_dask(client: Client, champion: Champion, features: pl.DataFrame) -> np.ndarray:
     """Scores of FEATURES in one row slice per worker; the model is sent to each once."""
-    workers = max(1, len(client.scheduler_info()["workers"]))
     inputs = features.select(champion.card.features)
-    size = max(1, -(-inputs.height // workers))
-    pieces = [inputs.slice(start, size) for start in range(0, inputs.height, size)]
+    slices = row_slices(inputs.height, worker_count(client))
+    pieces = [inputs.slice(start, length) for start, length in slices]
     slices = client.scatter(pieces)  # type: ignore[no-untyped-call]
     model = client.scatter(champion.model, broadcast=True)  # type: ignore[no-untyped-call]
     done = [client.submit(score_frame, model, champion.card, piece) for piece in slices]

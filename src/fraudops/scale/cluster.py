@@ -56,3 +56,14 @@ def dask_client(settings: Settings) -> Iterator[Client | None]:
                 f"after {timeout:g} s"
             ) from None
         yield client
+
+
+def worker_count(client: Client) -> int:
+    """How many workers CLIENT's scheduler has now (at least one: work waits for one)."""
+    return max(1, len(client.scheduler_info()["workers"]))
+
+
+def row_slices(height: int, parts: int) -> list[tuple[int, int]]:
+    """(offset, length) of at most PARTS consecutive, nearly equal slices of HEIGHT rows."""
+    size = max(1, -(-height // parts))
+    return [(start, size) for start in range(0, height, size)]

@@ -24,6 +24,7 @@ from fraudops.features.definitions import (
     feature_columns,
     group_columns,
 )
+from fraudops.scale.cluster import worker_count
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -37,7 +38,7 @@ def build_features_on_dask(
     client: Client, raw: pl.DataFrame, params: FeatureParams, parts: int | None = None
 ) -> pl.DataFrame:
     """`build_features` of RAW, computed in PARTS pieces per entity (default: one per worker)."""
-    count = parts or max(1, len(client.scheduler_info()["workers"]))
+    count = parts or worker_count(client)
     by_customer = _run(client, split_by_entity(raw, CUSTOMER_ID, count), params, _CUSTOMER_GROUPS)
     by_terminal = _run(client, split_by_entity(raw, TERMINAL_ID, count), params, _TERMINAL_GROUPS)
     customer_columns = [TRANSACTION_ID, *group_columns("customer", params)]

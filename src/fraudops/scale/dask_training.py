@@ -47,6 +47,7 @@ from fraudops.modeling.candidates import (
     make_model,
     rank_candidates,
 )
+from fraudops.scale.cluster import row_slices, worker_count
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -128,11 +129,9 @@ def fit_xgboost_on_dask(
     settings: dict[str, Any] = make_model(
         candidate, y, seed=seed, n_jobs=WORKER_N_JOBS
     ).get_params()
-    workers = max(1, len(client.scheduler_info()["workers"]))
-    size = max(1, -(-train.height // workers))
-    starts = range(0, train.height, size)
-    x = _rows_on_workers(client, [inputs(train.slice(start, size), features) for start in starts])
-    labels = _rows_on_workers(client, [y[start : start + size] for start in starts])
+    slices = row_slices(train.height, worker_count(client))
+    x = _rows_on_workers(client, [inputs(train.slice(*part), features) for part in slices])
+    labels = _rows_on_workers(client, [y[start : start + length] for start, length in slices])
     model = xgb_dask.DaskXGBClassifier(**settings)
     model.client = client
     # xgboost 2.1 looks up a current client even when one is given: a client made with
