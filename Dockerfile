@@ -43,6 +43,13 @@ RUN /opt/venv/bin/uv pip install --python /opt/venv/bin/python --no-deps --no-ca
         --no-build-isolation --compile-bytecode .
 
 FROM python AS runtime
+# NannyML imports LightGBM (through FLAML), whose library links the system's OpenMP runtime:
+# without libgomp1 (in neither the slim nor the debootstrap base) every monitoring run fails
+# at import. Pinned by the base image's Debian release, as python3-venv above.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 fraudops \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/fraudops fraudops
 COPY --from=build /opt/venv /opt/venv

@@ -57,7 +57,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-BENCHMARKS := generate features model_quality training serving hops monitoring
+BENCHMARKS := generate features model_quality training serving startup hops monitoring learning_modes
 
 bench: $(STAMP)
 	for name in $(BENCHMARKS); do $(BIN)/python benchmarks/bench_$$name.py || exit 1; done

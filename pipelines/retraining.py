@@ -23,11 +23,16 @@ The flow, in order, each step a gate for the next:
    it joins can be read: a failure raises ``BatchRejected`` — nothing is written, trained
    or registered, and ``champion`` stays;
 5. the batch joins ``data/raw`` and becomes a DVC data version (``dvc commit`` + push);
-6. the training flow on the new data, tagged with why it ran (trigger, signal, window,
-   monitoring run; for a manual run, who asked and their reason); it registers the model
-   as ``challenger``;
-7. serving reloads its models and routes a shadow copy of all traffic to the challenger,
-   through the admin API with the admin key.
+6. learning, as ``learning.mode`` in params.yaml says (docs/learning-modes.md measures
+   the three): ``full`` runs the training flow on the new data (the model search, fitted
+   from scratch); ``warm_start`` runs it continuing the champion with more boosting rounds
+   on the labelled days it has not seen (a full retrain when it cannot). Either way the
+   run is tagged with why it ran (trigger, signal, window, monitoring run; for a manual
+   run, who asked and their reason) and how it learnt, and registers ``challenger``.
+   ``online`` trains nothing: the online learner learns every label as it arrives;
+7. serving routes a shadow copy of all traffic to the new model, through the admin API
+   with the admin key: ``challenger`` after reloading its models, or the online learner.
+   The batch still became a data version, so a later full retrain learns from it too.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from fraudops.experiments.routing import CHAMPION as CHAMPION_ONLY
 from fraudops.experiments.routing import RoutingConfig, ShadowPolicy
 from fraudops.local.traffic import journal_dir, matured_batch
 from fraudops.logs.database import open_prediction_log
+from fraudops.modeling.online import ONLINE_ALIAS
 from fraudops.tracking.registry import CHALLENGER
 from pipelines.tasks import io_task, step_task
 from pipelines.training import DATA_DVC_FILE, quiet_rejected_data, training_flow
@@ -99,6 +105,7 @@ class RetrainOutcome:
     data_version: str | None = None
     batch_days: list[str] = field(default_factory=list)
     routing: str | None = None
+    learning_mode: str = "full"
 
 
 def prefect_server_configured() -> bool:
@@ -262,26 +269,37 @@ def add_batch(batch: pl.DataFrame, raw_dir: Path, dvc_file: Path) -> str:
 @io_task("shadow the challenger")
 def shadow_challenger(settings: Settings) -> str:
     """Reload serving's models, then shadow all traffic to ``challenger``; its version."""
+    return _shadow(settings, CHALLENGER, reload=True)
+
+
+@io_task("shadow the online learner")
+def shadow_online(settings: Settings) -> str:
+    """Shadow all traffic to the online learner (serving starts it); its version."""
+    return _shadow(settings, ONLINE_ALIAS, reload=False)
+
+
+def _shadow(settings: Settings, alias: str, *, reload: bool) -> str:
     if settings.serving_url is None:
         return "routing unchanged: no serving_url configured"
     if settings.admin_api_key is None or not settings.admin_api_key.get_secret_value():
         raise RuntimeError("switching serving to shadow needs FRAUDOPS_ADMIN_API_KEY")
     headers = {"X-API-Key": settings.admin_api_key.get_secret_value()}
     with httpx.Client(base_url=settings.serving_url, timeout=ADMIN_TIMEOUT_S) as client:
-        client.post("/admin/reload", headers=headers).raise_for_status()
+        if reload:
+            client.post("/admin/reload", headers=headers).raise_for_status()
         # With the admin key, so the salt is in the answer: the experiment's arms stay put.
         current = client.get("/v1/models", headers=headers).raise_for_status().json()
         configured = RoutingConfig.model_validate(current["routing"]["configured"])
         shadowed = RoutingConfig(
-            mode=CHAMPION_ONLY, shadow=ShadowPolicy(alias=CHALLENGER), salt=configured.salt
+            mode=CHAMPION_ONLY, shadow=ShadowPolicy(alias=alias), salt=configured.salt
         )
         client.put(
             "/admin/routing", headers=headers, json=shadowed.model_dump(mode="json")
         ).raise_for_status()
         models = client.get("/v1/models").raise_for_status().json()["models"]
-    version = next(model["version"] for model in models if model["alias"] == CHALLENGER)
-    get_run_logger().info("serving shadows version %s (%s)", version, CHALLENGER)
-    return f"shadow: {CHALLENGER} version {version}"
+    version = next(model["version"] for model in models if model["alias"] == alias)
+    get_run_logger().info("serving shadows version %s (%s)", version, alias)
+    return f"shadow: {alias} version {version}"
 
 
 @flow(name="retraining")
@@ -295,7 +313,7 @@ def retrain_flow(
     params_path: Path | None = None,
     project: Path | None = None,
 ) -> RetrainOutcome:
-    """Retrain on the traffic whose labels have matured, then shadow the new challenger.
+    """Learn from the traffic whose labels have matured, then shadow the new model.
 
     SIGNAL, WINDOW_ID and MONITORING_RUN_ID say why (they become tags of the training run);
     TRIGGER says what launched it. A ``manual`` run is a person's request: the cool-down
@@ -332,14 +350,29 @@ def retrain_flow(
         staging = _state_dir(settings) / "staging"
         validate_batch(batch, staging, settings.raw_dir, params.validate_.max_fraud_rate)
         data_version = add_batch(batch, settings.raw_dir, project / DATA_DVC_FILE)
-        trained = training_flow(tags=why, params_path=params_path, project=project)
+        mode = params.learning.mode
+        summary = f"{signal} in window {window_id or '-'}: {len(days)} new days"
+        if mode == "online":
+            logger.info("learning mode online: no model to train; the online learner shadows")
+            return RetrainOutcome(
+                status="retrained",
+                reason=summary,
+                data_version=data_version,
+                batch_days=days,
+                routing=shadow_online(settings),
+                learning_mode=mode,
+            )
+        trained = training_flow(
+            tags=why, params_path=params_path, project=project, learning_mode=mode
+        )
         routing = shadow_challenger(settings)
     return RetrainOutcome(
         status="retrained",
-        reason=f"{signal} in window {window_id or '-'}: {len(days)} new days",
+        reason=summary,
         version=trained.version,
         run_id=trained.run_id,
         data_version=data_version,
         batch_days=days,
         routing=routing,
+        learning_mode=trained.learning_mode,
     )

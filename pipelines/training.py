@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from prefect import flow, get_run_logger, task
@@ -35,10 +36,18 @@ from fraudops.config import (
 from fraudops.data.validation import BatchRejected
 from fraudops.modeling import steps
 from fraudops.modeling.candidates import Selection
+from fraudops.modeling.warm_start import WarmStartUnavailable, warm_start_selection
 from fraudops.scale import dask_training
 from fraudops.scale.cluster import dask_client
 from fraudops.tracking import runs
-from fraudops.tracking.registry import MlflowClient, configure_mlflow, register
+from fraudops.tracking.logged_models import load_registered_model
+from fraudops.tracking.registry import (
+    CHAMPION,
+    MlflowClient,
+    configure_mlflow,
+    register,
+    version_by_alias,
+)
 from pipelines.tasks import io_task, step_task
 
 DATA_DVC_FILE = "data.dvc"
@@ -46,6 +55,13 @@ DATA_DVC_FILE = "data.dvc"
 FEATURES_STORE = "features"
 #: Prefect's loggers of task and flow runs, which log each failure with its traceback.
 RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+#: Tags of how the model learnt: ``full`` or ``warm_start`` (from which champion version),
+#: and why a warm start that was asked for became a full retrain.
+LEARNING_MODE_TAG = "fraudops.learning_mode"
+WARM_START_FROM_TAG = "fraudops.warm_start_from"
+WARM_START_SKIPPED_TAG = "fraudops.warm_start_skipped"
+
+TrainingMode = Literal["full", "warm_start"]
 
 
 class RejectedDataFilter(logging.Filter):
@@ -88,6 +104,8 @@ class TrainingOutcome:
     candidate: str
     data_version: str
     metrics: dict[str, float]
+    #: How the model learnt: ``full``, or ``warm_start`` when the champion was continued.
+    learning_mode: str = "full"
 
 
 @io_task("connect to MLflow")
@@ -191,6 +209,65 @@ def select_model(features: pl.DataFrame, params: Params) -> Selection:
     return selection
 
 
+@dataclass(frozen=True)
+class Champion:
+    """The registered champion a warm start continues: its version, model and card."""
+
+    version: str
+    model: steps.NativeModel
+    card: steps.ModelCard
+
+
+@io_task("load champion")
+def load_champion(client: MlflowClient, settings: Settings) -> Champion | None:
+    """The current champion from the registry, or None when there is none yet."""
+    registered = version_by_alias(client, settings.model_name, CHAMPION)
+    if registered is None:
+        return None
+    uri = f"models:/{settings.model_name}/{registered.version}"
+    with tempfile.TemporaryDirectory() as folder:
+        model, card = load_registered_model(uri, Path(folder))
+    return Champion(str(registered.version), model, card)
+
+
+@step_task("continue the champion")
+def continue_champion(
+    features: pl.DataFrame, params: Params, champion: Champion | None
+) -> Selection | str:
+    """The champion with more boosting rounds on its unseen labelled days, or why not."""
+    if champion is None:
+        return "no champion to continue"
+    try:
+        selection = warm_start_selection(champion.model, champion.card, features, params)
+    except WarmStartUnavailable as why:
+        return str(why)
+    get_run_logger().info(
+        "version %s continued with %d rounds on %s..%s",
+        champion.version,
+        params.learning.warm_start_rounds,
+        selection.split.train_start,
+        selection.split.train_end,
+    )
+    return selection
+
+
+def _learn(
+    features: pl.DataFrame, params: Params, mode: TrainingMode, client: MlflowClient
+) -> tuple[Selection, dict[str, str]]:
+    """The model of MODE and the tags that say how it learnt; a warm start that cannot
+    run (no XGBoost champion, no new labelled day) becomes a full retrain, saying why."""
+    tags = {LEARNING_MODE_TAG: "full"}
+    if mode == "warm_start":
+        champion = load_champion(client, get_settings())
+        continued = continue_champion(features, params, champion)
+        if isinstance(continued, Selection) and champion is not None:
+            tags = {LEARNING_MODE_TAG: "warm_start", WARM_START_FROM_TAG: champion.version}
+            return continued, tags
+        get_run_logger().info("no warm start (%s): a full retrain instead", continued)
+        tags[WARM_START_SKIPPED_TAG] = str(continued)
+    return select_model(features, params), tags
+
+
 @step_task("evaluate on test")
 def evaluate_model(selection: Selection, params: Params) -> steps.Evaluation:
     evaluation = steps.evaluate_on_test(selection, params)
@@ -225,12 +302,15 @@ def training_flow(
     tags: dict[str, str] | None = None,
     params_path: Path | None = None,
     project: Path | None = None,
+    learning_mode: TrainingMode = "full",
 ) -> TrainingOutcome:
     """Train on the workspace data (or the DVC version at git revision REV), log, register.
 
     TAGS are added to the MLflow run and the model version (a retraining trigger says why
     it ran). PARAMS_PATH overrides the settings' params.yaml; PROJECT is the repository
-    root holding ``data.dvc`` (default: the working directory).
+    root holding ``data.dvc`` (default: the working directory). LEARNING_MODE ``full``
+    searches and fits from scratch; ``warm_start`` continues the champion
+    (`fraudops.modeling.warm_start`), or retrains in full when it cannot.
     """
     quiet_rejected_data()
     settings = get_settings()
@@ -239,10 +319,10 @@ def training_flow(
     source = locate_data(rev, project or Path.cwd(), settings)
     raw = load_data(source)
     validate_data(raw, params.validate_)
-    selection = select_model(features_of(raw, source, params), params)
+    selection, how = _learn(features_of(raw, source, params), params, learning_mode, client)
     evaluation = evaluate_model(selection, params)
     result = steps.TrainingResult(source, params, selection, evaluation)
-    logged = log_run(result, dict(tags or {}))
+    logged = log_run(result, {**(tags or {}), **how})
     version, aliases = register_model(client, logged, settings.model_name, logged.tags)
     return TrainingOutcome(
         run_id=logged.run_id,
@@ -253,4 +333,5 @@ def training_flow(
         candidate=selection.candidate.name,
         data_version=source.version,
         metrics=evaluation.metrics,
+        learning_mode=how[LEARNING_MODE_TAG],
     )

@@ -249,7 +249,7 @@ def routes() -> APIRouter:
         FRAUDOPS_HOME (which other workers follow), then in force for the next request."""
         config = _parse(RoutingConfig, await request.body())
         runtime = _runtime(request)
-        loaded = runtime.current().models
+        loaded = await runtime.prepare_routing(config)
         missing = [alias for alias in config.required_aliases if alias not in loaded]
         if missing:
             raise HTTPException(

@@ -44,10 +44,12 @@ from fraudops.features.store_types import OnlineStoreUnavailable
 from fraudops.logs.errors import LogBackpressureError, PredictionLogClosedError
 from fraudops.logs.records import LabelRecord, PredictionRecord
 from fraudops.logs.writer import PredictionLogWriter
+from fraudops.modeling.online import ONLINE_ALIAS
 from fraudops.tracking.registry import CHALLENGER
 from serving.loaded_model import LoadedModel
 from serving.metrics import ServingMetrics
 from serving.models import ModelSet, ModelSnapshot
+from serving.online_shadow import OnlineShadow, shadows_online
 from serving.shadow import ShadowScorer
 
 logger = logging.getLogger(__name__)
@@ -114,6 +116,7 @@ class Runtime:
         self.writer: PredictionLogWriter | None = None
         self.models: ModelSet | None = None
         self.shadow: ShadowScorer | None = None
+        self.online: OnlineShadow | None = None
         self._configured = RoutingConfig()
         self._snapshot = Snapshot({}, RoutingPlan.for_models(self._configured, {}))
         self._seen_models: ModelSnapshot | None = None
@@ -142,6 +145,7 @@ class Runtime:
         self.models = ModelSet(self.settings, self._wanted_aliases())
         await asyncio.to_thread(self.models.load)
         self.models.start_polling()
+        await self._follow_online(self._configured)
         self.current()
         self.shadow = ShadowScorer(self.writer, self.metrics, SHADOW_QUEUE_SIZE)
         self.shadow.start()
@@ -153,8 +157,9 @@ class Runtime:
         return live if live.exists() else self.settings.routing_path
 
     def _wanted_aliases(self) -> tuple[str, ...]:
-        """Champion, challenger and whatever else the routing file names at start."""
-        return tuple(dict.fromkeys((CHAMPION, CHALLENGER, *self._configured.required_aliases)))
+        """Champion, challenger and whatever else of the registry the routing file names."""
+        named = (alias for alias in self._configured.required_aliases if alias != ONLINE_ALIAS)
+        return tuple(dict.fromkeys((CHAMPION, CHALLENGER, *named)))
 
     async def stop(self) -> None:
         """Finish shadow work, then store every queued log row, then release the rest.
@@ -184,15 +189,19 @@ class Runtime:
         return self._snapshot
 
     def _rebuild(self, models: Mapping[str, LoadedModel], configured: RoutingConfig) -> None:
-        plan = RoutingPlan.for_models(configured, models)
+        """Route CONFIGURED over MODELS, the online learner among them only while shadowed."""
+        routed = {alias: model for alias, model in models.items() if alias != ONLINE_ALIAS}
+        if self.online is not None and shadows_online(configured):
+            routed[ONLINE_ALIAS] = self.online.model
+        plan = RoutingPlan.for_models(configured, routed)
         if plan.missing and plan.missing != self._snapshot.routing.missing:
             logger.warning(
                 "routing: %s not loaded; serving champion only until they are",
                 ", ".join(plan.missing),
             )
         self._configured = configured
-        self._snapshot = Snapshot(models, plan)
-        self.metrics.show_models([(m.alias, m.name, m.version, source(m)) for m in models.values()])
+        self._snapshot = Snapshot(routed, plan)
+        self.metrics.show_models([(m.alias, m.name, m.version, source(m)) for m in routed.values()])
 
     async def reload_models(self) -> list[str]:
         """Ask the registry for every alias now and tell the other workers to do the same.
@@ -216,6 +225,33 @@ class Runtime:
             if getattr(before.get(alias), "version", None)
             != getattr(after.get(alias), "version", None)
         )
+
+    async def prepare_routing(self, config: RoutingConfig) -> Mapping[str, LoadedModel]:
+        """The models CONFIG may route to: the loaded ones, and the online learner when
+        CONFIG shadows it (started first, off the event loop)."""
+        await self._follow_online(config)
+        online = self.online
+        current = self.current().models
+        models = {alias: model for alias, model in current.items() if alias != ONLINE_ALIAS}
+        if online is not None and shadows_online(config):
+            models[ONLINE_ALIAS] = online.model
+        return models
+
+    async def _follow_online(self, config: RoutingConfig) -> None:
+        """Start the online learner when CONFIG shadows it and this process has none yet.
+
+        It loads river and the saved state, so it runs in a thread; if it fails, routing
+        waits for the alias as for any model that did not load.
+        """
+        if self.online is not None or not shadows_online(config):
+            return
+        assert self.writer is not None
+        try:
+            self.online = await asyncio.to_thread(
+                OnlineShadow.open, self.settings, self.writer.engine
+            )
+        except Exception:
+            logger.exception("online learner: it does not start; routing waits for it")
 
     def set_routing(self, config: RoutingConfig) -> RoutingPlan:
         """Make CONFIG the policy of this worker and, through the live file, of the others.
@@ -251,13 +287,26 @@ class Runtime:
         if routing_stamp != self._watched.routing:
             self._watched.routing = routing_stamp
             try:
-                self._rebuild(self.current().models, load_routing(source))
+                configured = load_routing(source)
             except RoutingConfigError as error:
                 logger.error("routing: keeping the current policy: %s", error)
+            else:
+                await self._follow_online(configured)
+                self._rebuild(self.current().models, configured)
+        await self._sync_online()
         reload_mtime = _mtime(self.reload_marker)
         if reload_mtime != self._watched.reload:
             self._watched.reload = reload_mtime
             await self.reload_models_quietly()
+
+    async def _sync_online(self) -> None:
+        """Let the online learner learn and follow its state; let it go once unrouted."""
+        if self.online is None:
+            return
+        if not shadows_online(self._configured):
+            self.online = None  # its state stays on disk for the next policy that names it
+        elif await asyncio.to_thread(self.online.sync):
+            self._rebuild(self.current().models, self._configured)
 
     async def reload_models_quietly(self) -> None:
         assert self.models is not None

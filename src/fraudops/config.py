@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Scenario = Literal["none", "amount_shift", "new_fraud_pattern"]
@@ -132,6 +132,13 @@ class Settings(BaseSettings):
         description="Address the model series listen on; a container sets 0.0.0.0 so "
         "Prometheus on its network can scrape them.",
     )
+
+    @field_validator("dask_address")
+    @classmethod
+    def _blank_address_is_none(cls, value: str | None) -> str | None:
+        """Compose passes ``FRAUDOPS_DASK_ADDRESS`` through even when .env leaves it empty:
+        empty means no cluster, as unset does."""
+        return (value or "").strip() or None
 
     @property
     def raw_dir(self) -> Path:
@@ -372,6 +379,66 @@ class FairnessParams(_Section):
         return self
 
 
+class ExperimentParams(_Section):
+    """A challenger's way from shadow to a promotion decision (``pipelines.experiment_flow``).
+
+    The ``experiment/advance`` deployment moves a new challenger from shadow to an A/B test
+    once it has shadow-scored ``shadow_min_scored`` requests, and asks the promotion gate
+    once the A/B traffic holds ``ab_min_days`` simulated days of labels and its plan cannot
+    be met within ``ab_max_days`` (or has a verdict), or once ``ab_max_days`` have passed.
+    ``fraudops demo`` runs its A/B with the same numbers.
+    """
+
+    shadow_min_scored: int = Field(
+        2000, gt=0, description="Shadow-scored requests of the challenger before its A/B."
+    )
+    ab_share: int = Field(50, gt=0, lt=100, description="Percent of customers it answers.")
+    ab_min_days: int = Field(3, gt=0, description="Labelled A/B days before the plan is read.")
+    ab_max_days: int = Field(10, gt=0, description="Labelled A/B days at most.")
+
+    @model_validator(mode="after")
+    def _ordered_days(self) -> ExperimentParams:
+        if self.ab_max_days < self.ab_min_days:
+            raise ValueError(
+                f"ab_max_days ({self.ab_max_days}) is below ab_min_days ({self.ab_min_days})"
+            )
+        return self
+
+
+LearningMode = Literal["full", "warm_start", "online"]
+
+
+class OnlineLearnerParams(_Section):
+    """The online learner that shadows traffic (``fraudops.modeling.online``).
+
+    A scaled logistic regression trained by Adam, one mini-batch of labels at a time. Its
+    alert threshold is the least-cost one on its own scores of the latest
+    ``threshold_labels`` labels, each scored before it was learnt (prequential).
+    """
+
+    learning_rate: float = Field(0.01, gt=0, description="Adam's step size.")
+    positive_weight: float = Field(10.0, gt=0, description="A fraud label's weight.")
+    l2: float = Field(0.0, ge=0, description="L2 penalty on the weights.")
+    snapshot_labels: int = Field(
+        1000, gt=0, description="Labels per learning step; each step is a new served version."
+    )
+    threshold_labels: int = Field(20_000, gt=0, description="Latest labels for the threshold.")
+
+
+class LearningParams(_Section):
+    """How retraining learns from newly matured labels (docs/learning-modes.md).
+
+    ``full`` retrains from scratch with the model search; ``warm_start`` adds
+    ``warm_start_rounds`` boosting rounds to the champion on the labelled days it has not
+    seen; ``online`` trains nothing and shadows the online learner, which learns every
+    label as it arrives.
+    """
+
+    mode: LearningMode = "full"
+    warm_start_rounds: int = Field(10, gt=0, description="Boosting rounds a warm start adds.")
+    online: OnlineLearnerParams = OnlineLearnerParams()
+
+
 class Params(_Section):
     simulate: SimulateParams = SimulateParams()
     features: FeatureParams = FeatureParams()
@@ -381,6 +448,8 @@ class Params(_Section):
     ab: ABParams = ABParams()
     monitor: MonitorParams = MonitorParams()
     fairness: FairnessParams = FairnessParams()
+    experiment: ExperimentParams = ExperimentParams()
+    learning: LearningParams = LearningParams()
 
     @model_validator(mode="after")
     def _one_label_delay(self) -> Params:

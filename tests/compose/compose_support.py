@@ -19,6 +19,7 @@ import fcntl
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 import compose
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -220,3 +222,27 @@ class Stack:
             logs = self.run("logs", "--no-color", "--tail", "80", service, check=False)
             parts.append(f"--- {service} ({state} {health}) ---\n{logs.stdout}{logs.stderr}")
         return "\n".join(parts)
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on now, for a stack to publish on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def small_params(path: Path) -> Path:
+    """The project's params.yaml at test scale, written to PATH: 75 days, one small XGBoost,
+    one fold (a minute of training on a busy 2-core machine rather than ten)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["simulate"]["days"] = 75
+    params["train"]["validation_folds"] = 1
+    params["train"]["candidates"] = {
+        "xgboost": {
+            "fixed": {"n_estimators": 50, "learning_rate": 0.2, "positive_weight": 1},
+            "grid": {"max_depth": [3]},
+        }
+    }
+    path.write_text(yaml.safe_dump(params))
+    path.chmod(0o644)
+    return path

@@ -47,3 +47,15 @@ WORKDIR /prometheus
 USER nobody
 EXPOSE 9090
 ENTRYPOINT ["/usr/bin/prometheus"]
+
+FROM debian AS nginx
+# The official image's contract: the configuration at /etc/nginx/nginx.conf, nginx in the
+# foreground as root (workers as nobody, the file names no user), SIGQUIT to drain.
+# wget for the healthcheck, as busybox gives the official Alpine image.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nginx wget \
+    && rm -rf /var/lib/apt/lists/*
+EXPOSE 8080
+STOPSIGNAL SIGQUIT
+CMD ["nginx", "-g", "daemon off;"]

@@ -5,56 +5,96 @@ Debian base, with PostgreSQL, Redis and Prometheus stood in for by Debian's pack
 (``override.yml``); Grafana is left out. Every request goes to a port the stack publishes
 on 127.0.0.1. On failure the unhealthy services' logs are printed; in every case the stack
 is removed with its volumes and the engine stopped.
+
+The stack is left to run on its own and must tell the drift story to a decision: traffic
+turns to ``amount_shift``, monitoring sees it, retraining trains a challenger, the
+experiment flow takes it through shadow and A/B to the promotion gate, and the decision
+lands on its MLflow version. Time is compressed by the compose file's own variables and a
+test-scale params.yaml (a tenth of the customers, a two-day label delay, small floors).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 from compose_support import (
     BASE_IMAGE,
-    REPO,
     Engine,
     Stack,
+    free_port,
     install_tools,
     missing_tools,
+    small_params,
 )
 
-pytestmark = [pytest.mark.compose, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.compose, pytest.mark.timeout(3600)]
 
 PORTS = ("API", "MLFLOW", "PREFECT", "EVIDENTLY", "PROMETHEUS", "GRAFANA")
 UP_TIMEOUT_S = 1500
+STORY_TIMEOUT_S = 2400
+MODEL = "fraud-detector"
+#: The story in compressed time: about 1,000 transactions a simulated day, 8 s each at
+#: least; drift from replay day 1; monitoring every two minutes on about three days (a run
+#: takes one to three minutes on a busy machine: runs should not pile up); the experiment
+#: advanced every 30 s; one retraining in the test (the cool-down outlasts it).
+STORY = {
+    "TRAFFIC_SCHEDULE": "none:0,amount_shift:1",
+    "TRAFFIC_DAYS": "14",
+    "TRAFFIC_RATE": "400",
+    "TRAFFIC_SECONDS_PER_DAY": "8",
+    "MONITOR_INTERVAL_S": "120",
+    "MONITOR_WINDOW": "3000",
+    "EXPERIMENT_INTERVAL_S": "30",
+    "RETRAIN_COOLDOWN_S": "3600",
+}
+#: Seconds from `up` until the API answered /ready and until the first decision.
+TIMINGS: dict[str, float] = {}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _small_params(path: Path) -> Path:
-    """The project's params.yaml at test scale: fewer days, one small XGBoost, one fold."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["simulate"]["days"] = 75
-    params["train"]["validation_folds"] = 1
-    params["train"]["candidates"] = {
-        "xgboost": {
-            "fixed": {"n_estimators": 50, "learning_rate": 0.2, "positive_weight": 1},
-            "grid": {"max_depth": [3]},
-        }
+def _story_params(path: Path) -> Path:
+    """The small params with a tenth of the customers, a two-day label delay and floors
+    that a few simulated days of this traffic can meet."""
+    params = yaml.safe_load(small_params(path).read_text())
+    params["simulate"].update(customers=500, terminals=1000)
+    params["features"]["label_delay_days"] = 2
+    params["train"]["delay_days"] = 2
+    params["monitor"].update(
+        sample_size=5000,
+        min_rows=300,
+        min_labelled_rows=300,
+        min_labelled_frauds=5,
+        min_reference_frauds=5,
+    )
+    params["ab"].update(min_sample=200, min_frauds=5)
+    params["experiment"] = {
+        "shadow_min_scored": 300,
+        "ab_share": 50,
+        "ab_min_days": 2,
+        "ab_max_days": 4,
     }
     path.write_text(yaml.safe_dump(params))
-    path.chmod(0o644)
     return path
+
+
+def _time_until_ready(api: str, started: float, stop: threading.Event) -> None:
+    """Record in TIMINGS when API first answers /ready with 200, counted from STARTED."""
+    while not stop.is_set():
+        try:
+            if httpx.get(f"{api}/ready", timeout=2).status_code == 200:
+                TIMINGS["api_ready_s"] = time.monotonic() - started
+                return
+        except httpx.HTTPError:
+            pass
+        stop.wait(1)
 
 
 @pytest.fixture(scope="module")
@@ -63,31 +103,32 @@ def stack() -> Iterator[tuple[Stack, dict[str, str]]]:
         if os.geteuid() != 0:
             pytest.skip(f"needs root to install {', '.join(missing_tools())}")
         install_tools()
-    urls = {name: f"http://127.0.0.1:{_free_port()}" for name in PORTS}
+    urls = {name: f"http://127.0.0.1:{free_port()}" for name in PORTS}
     variables = {f"{name}_PORT": url.rsplit(":", 1)[1] for name, url in urls.items()}
-    variables |= {
-        "BASE_IMAGE": BASE_IMAGE,
-        "FRAUDOPS_IMAGE": "localhost/fraudops:test",
-        "TRAFFIC_RATE": "20",
-        "TRAFFIC_SECONDS_PER_DAY": "20",
-    }
+    variables |= {"BASE_IMAGE": BASE_IMAGE, "FRAUDOPS_IMAGE": "localhost/fraudops:test"}
+    variables |= STORY
     with Engine() as engine:
         engine.ensure_base_image()
-        variables["FRAUDOPS_TEST_PARAMS"] = str(_small_params(engine.workdir / "params.yaml"))
+        variables["FRAUDOPS_TEST_PARAMS"] = str(_story_params(engine.workdir / "params.yaml"))
         compose = Stack(engine, "fraudops-test", variables)
         compose.run("down", "--volumes", "--remove-orphans", "--timeout", "5")
+        stop = threading.Event()
         try:
+            built = time.monotonic()
+            compose.run("build")
+            print(f"\ncompose build: {time.monotonic() - built:.0f} s")
             started = time.monotonic()
+            TIMINGS["up_started"] = started
+            watcher = threading.Thread(target=_time_until_ready, args=(urls["API"], started, stop))
+            watcher.start()
             up = compose.run(
-                "up",
-                "--detach",
-                "--build",
-                "--wait",
-                "--wait-timeout",
-                str(UP_TIMEOUT_S),
-                check=False,
+                "up", "--detach", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), check=False
             )
-            print(f"compose up --build --wait: {time.monotonic() - started:.0f} s")
+            print(f"compose up --wait (images built): {time.monotonic() - started:.0f} s")
+            stop.set()
+            watcher.join()
+            if "api_ready_s" in TIMINGS:
+                print(f"API ready after {TIMINGS['api_ready_s']:.0f} s")
             if up.returncode != 0:
                 pytest.fail(
                     f"the stack did not become healthy:\n{up.stderr[-3000:]}\n"
@@ -95,6 +136,7 @@ def stack() -> Iterator[tuple[Stack, dict[str, str]]]:
                 )
             yield compose, urls
         finally:
+            stop.set()
             compose.run("down", "--volumes", "--remove-orphans", "--timeout", "10", check=False)
             # Each rebuild leaves the previous 3 GB image untagged in the cached data root,
             # and build cache that no build has used for a day is not worth its space.
@@ -162,6 +204,113 @@ def test_prometheus_scrapes_the_api_and_the_flows_exporter(stack) -> None:
         time.sleep(3)
     seen = [(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets]
     pytest.fail(f"not all of {sorted(wanted)} up: {seen}")
+
+
+# --- the story, told by the stack on its own ------------------------------------------------
+
+
+def _versions(mlflow: str) -> list[dict[str, Any]]:
+    """Every version of the model, its tags as a dict."""
+    response = httpx.get(
+        f"{mlflow}/api/2.0/mlflow/model-versions/search",
+        params={"filter": f"name='{MODEL}'", "max_results": 100},
+        timeout=30,
+    )
+    versions = response.raise_for_status().json().get("model_versions", [])
+    return [v | {"tags": {t["key"]: t["value"] for t in v.get("tags", [])}} for v in versions]
+
+
+def _decided(mlflow: str) -> dict[str, Any] | None:
+    """The first version the experiment flow decided on, once its decision is recorded."""
+    for version in _versions(mlflow):
+        tags = version["tags"]
+        if "fraudops.decision" in tags and "fraudops.experiment.decided_because" in tags:
+            return version
+    return None
+
+
+def _prefect(prefect: str, path: str, body: dict[str, Any]) -> Any:
+    response = httpx.post(f"{prefect}/api/{path}", json=body, timeout=30)
+    return response.raise_for_status().json()
+
+
+def _psql(compose: Stack, query: str) -> str:
+    done = compose.run(
+        "exec", "-T", "postgres", "psql", "-U", "fraudops", "-d", "fraudops", "-tAc", query
+    )
+    return done.stdout.strip()
+
+
+def test_the_stack_tells_the_drift_story_to_a_promotion_decision(stack) -> None:
+    compose, urls = stack
+    deadline = time.monotonic() + STORY_TIMEOUT_S
+    decided = _decided(urls["MLFLOW"])
+    while decided is None and time.monotonic() < deadline:
+        time.sleep(10)
+        decided = _decided(urls["MLFLOW"])
+    if decided is None:
+        logs = compose.run("logs", "--no-color", "--tail", "60", "flows", "traffic", check=False)
+        pytest.fail(f"no decision within {STORY_TIMEOUT_S} s:\n{logs.stdout[-6000:]}")
+    TIMINGS["decision_s"] = time.monotonic() - TIMINGS["up_started"]
+    print(f"first promotion decision {TIMINGS['decision_s']:.0f} s after `up` started")
+    version, tags = decided["version"], decided["tags"]
+    prefect = urls["PREFECT"]
+
+    # Drift detected: the monitoring flow's event, and the retraining it triggered.
+    events = _prefect(
+        prefect, "events/filter", {"filter": {"event": {"name": ["fraudops.drift.detected"]}}}
+    )["events"]
+    assert events, "no fraudops.drift.detected event"
+    assert tags["fraudops.trigger"] == "event"
+    assert tags["fraudops.monitoring_run"] in {e["payload"]["monitoring_run_id"] for e in events}
+    assert tags["fraudops.signal"] in {e["payload"]["signal"] for e in events}
+    retrained = _prefect(
+        prefect,
+        "flow_runs/filter",
+        {
+            "deployments": {"name": {"any_": ["on-drift"]}},
+            "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+        },
+    )
+    assert retrained, "no completed run of retraining/on-drift"
+
+    # The challenger: a version after the bootstrap's, routed in an A/B that served traffic.
+    assert int(version) > 1
+    assert "fraudops.experiment.ab_started_at" in tags
+    answered = _psql(
+        compose,
+        "SELECT count(*) FROM predictions WHERE NOT is_shadow AND arm = 'challenger' "
+        f"AND model_version = '{version}'",
+    )
+    assert int(answered) > 0
+
+    # The decision and its evidence, on the version and in the promotion run it names.
+    assert tags["fraudops.decision"] in ("promoted", "rejected")
+    assert tags["fraudops.decision_reason"]
+    assert tags["fraudops.experiment.ab_recommendation"] in ("promote", "keep", "need_more_data")
+    assert float(tags["fraudops.experiment.labelled_days"]) >= 2
+    run = httpx.get(
+        f"{urls['MLFLOW']}/api/2.0/mlflow/runs/get",
+        params={"run_id": tags["fraudops.decision_run"]},
+        timeout=30,
+    ).json()["run"]
+    run_tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert run_tags["fraudops.decision"] == tags["fraudops.decision"]
+    assert run_tags["fraudops.challenger_version"] == version
+    advanced = _prefect(
+        prefect, "flow_runs/filter", {"deployments": {"name": {"any_": ["advance"]}}}
+    )
+    assert len(advanced) >= 2  # shadow to A/B, A/B to the decision: one step a run
+
+    # Then back to the champion alone.
+    routing: dict[str, Any] = {}
+    until = time.monotonic() + 120
+    while time.monotonic() < until:
+        routing = httpx.get(f"{urls['API']}/v1/models", timeout=30).json()["routing"]["configured"]
+        if routing["mode"] == "champion" and routing["shadow"] is None:
+            break
+        time.sleep(3)
+    assert routing["mode"] == "champion" and routing["shadow"] is None, routing
 
 
 def test_a_second_bootstrap_skips_what_exists(stack) -> None:

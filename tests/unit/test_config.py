@@ -38,3 +38,14 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
     settings = get_settings()
     assert settings.model_name == "other-model"
     assert settings.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_dask_address_means_no_cluster(monkeypatch, value):
+    """Compose passes FRAUDOPS_DASK_ADDRESS through empty when .env does not set it."""
+    monkeypatch.setenv("FRAUDOPS_DASK_ADDRESS", value)
+    get_settings.cache_clear()
+    assert get_settings().dask_address is None
+    monkeypatch.setenv("FRAUDOPS_DASK_ADDRESS", "tcp://dask-scheduler:8786")
+    get_settings.cache_clear()
+    assert get_settings().dask_address == "tcp://dask-scheduler:8786"

@@ -105,9 +105,10 @@ def retrain(
     if outcome.status == "skipped":
         console.print(f"[yellow]skipped[/]: {outcome.reason}")
         return
+    model = "the online learner" if outcome.version is None else f"version {outcome.version}"
     console.print(
-        f"[green]retrained[/]: version {outcome.version} on data {outcome.data_version} "
-        f"({len(outcome.batch_days)} new days); {outcome.routing}"
+        f"[green]retrained[/] ({outcome.learning_mode}): {model} on data "
+        f"{outcome.data_version} ({len(outcome.batch_days)} new days); {outcome.routing}"
     )
 
 
@@ -124,7 +125,14 @@ def _user_name() -> str:
 @app.command("simulate-traffic")
 def simulate_traffic(
     days: Annotated[int, typer.Option(min=1, help="Simulated days to replay.")] = 14,
-    scenario: Annotated[Scenario, typer.Option(help="Drift scenario.")] = "none",
+    scenario: Annotated[Scenario, typer.Option(help="Drift scenario of every day.")] = "none",
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            help="Scenario by replay day instead, day 0 the first day ever replayed: "
+            '"none:0,amount_shift:7,new_fraud_pattern:28".'
+        ),
+    ] = None,
     url: Annotated[str | None, typer.Option(help="Scoring API (default: serving_url).")] = None,
     rate: Annotated[float, typer.Option(min=0, help="Transactions/s; 0: unthrottled.")] = 0.0,
     seconds_per_day: Annotated[
@@ -141,11 +149,19 @@ def simulate_traffic(
     """Replay the days after the training data through the API, each label once usable
     (features.label_delay_days after its transaction, to the hour).
 
-    Drift decisions are printed as monitoring runs write them (alongside, or with
+    A replay continues where the last one into the same journal stopped, labels still owed
+    included. Drift decisions are printed as monitoring runs write them (alongside, or with
     --monitor-every in this process).
     """
-    from fraudops.local.traffic import ReplayConfig, following_days, journal_dir, next_day, replay
+    from fraudops.local.scenario_schedule import ScenarioSchedule, ScheduleError, scheduled_days
+    from fraudops.local.traffic import ReplayConfig, journal_dir, next_day, replay, stored_days
 
+    if schedule is not None and scenario != "none":
+        raise fail("give --scenario or --schedule, not both")
+    try:
+        plan = ScenarioSchedule.parse(schedule) if schedule else ScenarioSchedule.constant(scenario)
+    except ScheduleError as exc:
+        raise fail(f"--schedule {exc}") from exc
     settings = get_settings()
     params = load_params()
     base_url = url or settings.serving_url or "http://127.0.0.1:8000"
@@ -154,7 +170,8 @@ def simulate_traffic(
         start = next_day(settings.raw_dir, journal)
     except FileNotFoundError as exc:
         raise fail(str(exc)) from exc
-    transactions = following_days(params.simulate, start, days, scenario)
+    origin = next(iter(stored_days(journal)), start)
+    transactions = scheduled_days(params.simulate, start, days, plan, origin)
     config = ReplayConfig(
         base_url=base_url,
         rate=rate,
@@ -164,9 +181,11 @@ def simulate_traffic(
     )
     watcher = _DecisionWatcher(settings.monitoring_reports_dir)
     on_day_end = _monitor_hook(monitor_every, window_days, start, watcher)
+    first = (start - origin).days
+    phases = ", ".join(f"{name} from day {day}" for day, _, name in plan.segments(first, days))
     console.print(
-        f"replaying {transactions.height:,} transactions, {start} + {days} days, "
-        f"scenario {scenario}, to {base_url}"
+        f"replaying {transactions.height:,} transactions, {start} + {days} days "
+        f"(replay days {first}-{first + days - 1}: {phases}), to {base_url}"
     )
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
@@ -238,8 +257,12 @@ def _monitor_hook(
 def serve_flows(
     interval: Annotated[float, typer.Option(min=1, help="Seconds between monitoring runs.")] = 3600,
     window: Annotated[int, typer.Option(min=1, help="Newest predictions per run.")] = 20_000,
+    advance_interval: Annotated[
+        float, typer.Option(min=1, help="Seconds between steps of the challenger's experiment.")
+    ] = 60,
 ) -> None:
-    """Serve the scheduled monitoring and the drift-triggered retraining until stopped.
+    """Serve the scheduled monitoring, the drift-triggered retraining and the experiment's
+    progression (shadow, A/B, promotion gate) until stopped.
 
     Event triggers need a real Prefect server: set FRAUDOPS_PREFECT_API_URL. With
     FRAUDOPS_FLOWS_METRICS_PORT set, the model-level Prometheus series are served too.
@@ -264,7 +287,7 @@ def serve_flows(
             f"model metrics on http://{settings.flows_metrics_host}:"
             f"{settings.flows_metrics_port}/metrics"
         )
-    serve_deployments(interval, window)
+    serve_deployments(interval, window, advance_interval_s=advance_interval)
 
 
 @app.command()
@@ -277,11 +300,21 @@ def demo(
         float, typer.Option(min=0, help="Wall-clock seconds per simulated day of traffic.")
     ] = 2.0,
     ab_days: Annotated[
-        int, typer.Option(min=1, help="First days of A/B traffic, before its plan is known.")
-    ] = 3,
+        int | None,
+        typer.Option(
+            min=1,
+            help="First days of A/B traffic, before its plan is known "
+            "(default: params.yaml experiment.ab_min_days).",
+        ),
+    ] = None,
     ab_max_days: Annotated[
-        int, typer.Option(min=1, help="Most days of A/B traffic: a larger plan is not run.")
-    ] = 10,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Most days of A/B traffic: a larger plan is not run "
+            "(default: params.yaml experiment.ab_max_days).",
+        ),
+    ] = None,
     keep_running: Annotated[
         bool, typer.Option(help="After the summary, keep every service up until Ctrl-C.")
     ] = False,
@@ -299,12 +332,16 @@ def demo(
     from fraudops.local.demo import DemoOptions, run_loop
     from fraudops.local.demo_worktree import DemoError
 
+    # The A/B runs by the numbers the experiment/advance deployment of the compose stack uses.
+    experiment = load_params().experiment
+    first_days = ab_days or experiment.ab_min_days
     options = DemoOptions(
         port=port,
         drift_days=drift_days,
         seconds_per_day=seconds_per_day,
-        ab_days=ab_days,
-        ab_max_days=max(ab_max_days, ab_days),
+        ab_days=first_days,
+        ab_max_days=max(ab_max_days or experiment.ab_max_days, first_days),
+        ab_share=experiment.ab_share,
         keep_running=keep_running,
     )
     # SIGTERM unwinds like Ctrl-C, so every service the demo started is stopped with it.

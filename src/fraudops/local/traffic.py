@@ -17,6 +17,12 @@ it with the labels that actually arrived (the label log, not the simulator's tru
 returns the whole days whose every label is in: the new raw batch a retraining records.
 Since the replay posts a label only once it is usable, a day X is complete once the label
 of its last transaction is usable: by the end of day X + d (at that midnight at the latest).
+
+A replay may stop before its last labels are due (``drain_labels=False``: the compose
+stack's ``traffic`` service replays a few days at a time and starts again where it
+stopped). Beside the journal it records until when every label was posted; the next
+replay into the same journal posts the labels still owed, each at its hour, so a label
+is never lost between two runs (`owed_labels`).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import polars as pl
 from sqlalchemy import Engine
 
 from fraudops.config import Scenario, Settings, SimulateParams
-from fraudops.data.datasets import PARTITION_PREFIX, read_raw, write_raw
+from fraudops.data.datasets import PARTITION_PREFIX, partition_dir, read_raw, write_raw
 from fraudops.data.schema import (
     CUSTOMER_ID,
     PARTITION_KEY,
@@ -65,6 +71,40 @@ REQUEST_TIMEOUT_S = 30.0
 def journal_dir(settings: Settings) -> Path:
     """Where the replay records the transactions the API scored (raw layout)."""
     return settings.home / "traffic" / "raw"
+
+
+def label_clock_file(journal: Path) -> Path:
+    """Where a replay into JOURNAL records the moment up to which every label was posted."""
+    return journal.parent / "labels-posted-until"
+
+
+#: A label waiting for its hour: (when it is usable, transaction id, label).
+PendingLabel = tuple[dt.datetime, int, int]
+
+
+def owed_labels(journal: Path, timing: LabelTiming) -> list[PendingLabel]:
+    """The labels of JOURNAL's transactions that no replay has posted yet, earliest first.
+
+    Those usable after the recorded label clock: the replay posts every label due by the
+    end of each day before it moves the clock there. Only the days whose labels can still
+    be owed are read. Without a clock (no replay stopped early) nothing is owed.
+    """
+    clock_file = label_clock_file(journal)
+    if not clock_file.exists():
+        return []
+    posted_until = dt.datetime.fromisoformat(clock_file.read_text().strip())
+    oldest = (posted_until - timing.delay - dt.timedelta(days=1)).date()
+    days = [day for day in stored_days(journal) if day >= oldest]
+    if not days:
+        return []
+    rows = pl.concat([read_raw(partition_dir(journal, day)) for day in days])
+    owed = [
+        (timing.usable_from(when), transaction_id, label)
+        for when, transaction_id, label in rows.select(
+            TX_DATETIME, TRANSACTION_ID, TX_FRAUD
+        ).iter_rows()
+    ]
+    return sorted(entry for entry in owed if entry[0] > posted_until)
 
 
 def stored_days(root: Path) -> list[dt.date]:
@@ -181,8 +221,11 @@ class _Replay:
         self.transport = transport
         self.stats = ReplayStats()
         self.timing = config.label_timing
-        #: (when the label is usable, transaction id, label), earliest first.
-        self.pending_labels: list[tuple[dt.datetime, int, int]] = []
+        #: (when the label is usable, transaction id, label), earliest first: those an
+        #: earlier replay into the journal still owed, then this replay's own.
+        self.pending_labels: list[PendingLabel] = (
+            [] if journal is None else owed_labels(journal, self.timing)
+        )
 
     async def run(self, transactions: pl.DataFrame) -> ReplayStats:
         ordered = transactions.sort(TX_DATETIME, TRANSACTION_ID)
@@ -199,7 +242,18 @@ class _Replay:
                 while self.pending_labels:
                     day += dt.timedelta(days=1)
                     await self._clocked(self._post_labels_due(_end_of(day)))
+                    self._labels_posted_until(_end_of(day))
         return self.stats
+
+    def _labels_posted_until(self, moment: dt.datetime) -> None:
+        """Record that every label usable by MOMENT was posted (written whole, then renamed)."""
+        if self.journal is None:
+            return
+        clock_file = label_clock_file(self.journal)
+        clock_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = clock_file.with_suffix(".partial")
+        partial.write_text(moment.isoformat() + "\n")
+        partial.replace(clock_file)
 
     async def _clocked(self, work: Awaitable[None]) -> None:
         """Run one simulated day's work; the day lasts at least ``seconds_per_day``."""
@@ -222,6 +276,7 @@ class _Replay:
         # The day ends at the next midnight: the labels usable then are in before its hook
         # runs, so a day whose last label is usable at midnight counts as complete.
         await self._post_labels_due(_end_of(day))
+        self._labels_posted_until(_end_of(day))
         self.stats.days += 1
         if self.on_day_end is not None:
             await asyncio.to_thread(self.on_day_end, day)
