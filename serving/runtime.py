@@ -17,6 +17,9 @@ The live policy is runtime state, so it is saved under ``FRAUDOPS_HOME``
 documented default, in force (and followed when edited) until a live policy exists, and a
 checkout stays as committed however serving is driven. Deleting the live file brings the
 default back.
+
+A little over 400 lines: the once-a-second follow loop (routing file, reload marker, online
+learner) reads and swaps the same snapshot the request path reads, so it stays beside it.
 """
 
 from __future__ import annotations
