@@ -335,9 +335,10 @@ def advance_experiment(project: Path | None = None) -> AdvanceOutcome:
     folder = settings.home / "experiments"
     folder.mkdir(parents=True, exist_ok=True)
     with exclusive(folder / "lock") as acquired:
-        if not acquired:
-            return AdvanceOutcome("skipped", "another run of the experiment is in flight")
-        outcome = _advance(settings, project or Path.cwd())
+        if acquired:
+            outcome = _advance(settings, project or Path.cwd())
+        else:
+            outcome = AdvanceOutcome("skipped", "another run of the experiment is in flight")
     get_run_logger().info("%s: %s", outcome.step, outcome.detail)
     return outcome
 

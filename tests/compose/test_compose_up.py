@@ -61,10 +61,11 @@ TIMINGS: dict[str, float] = {}
 
 
 def _story_params(path: Path) -> Path:
-    """The small params with a tenth of the customers, a two-day label delay and floors
-    that a few simulated days of this traffic can meet."""
+    """The small params with a tenth of the customers over 45 days (a month of history for
+    the longest feature window, then the split's weeks), a two-day label delay, floors that
+    a few simulated days of this traffic can meet, and fewer bootstrap resamples."""
     params = yaml.safe_load(small_params(path).read_text())
-    params["simulate"].update(customers=500, terminals=1000)
+    params["simulate"].update(customers=500, terminals=1000, days=45)
     params["features"]["label_delay_days"] = 2
     params["train"]["delay_days"] = 2
     params["monitor"].update(
@@ -74,7 +75,9 @@ def _story_params(path: Path) -> Path:
         min_labelled_frauds=5,
         min_reference_frauds=5,
     )
-    params["ab"].update(min_sample=200, min_frauds=5)
+    # The fewest resamples the params allow: the intervals matter less here than the CPU.
+    params["ab"].update(min_sample=200, min_frauds=5, bootstrap_resamples=100)
+    params["fairness"]["bootstrap_resamples"] = 50
     params["experiment"] = {
         "shadow_min_scored": 300,
         "ab_share": 50,
