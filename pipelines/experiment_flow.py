@@ -55,6 +55,7 @@ from fraudops.experiments.shadow_report import (
 from fraudops.local.demo import more_ab_days
 from fraudops.local.demo_api import route_ab_with_shadow
 from fraudops.local.demo_story import ab_facts
+from fraudops.locks import exclusive
 from fraudops.logs.database import open_prediction_log
 from fraudops.logs.tables import labels, predictions
 from fraudops.tracking.registry import (
@@ -66,7 +67,6 @@ from fraudops.tracking.registry import (
     version_by_alias,
 )
 from pipelines.promotion import promotion_flow
-from pipelines.retraining import exclusive
 from pipelines.tasks import io_task, step_task
 from pipelines.training import connect_tracking
 

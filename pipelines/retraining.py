@@ -38,11 +38,8 @@ The flow, in order, each step a gate for the next:
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -59,6 +56,7 @@ from fraudops.data.versioning import VersioningError, record_data_version
 from fraudops.experiments.routing import CHAMPION as CHAMPION_ONLY
 from fraudops.experiments.routing import RoutingConfig, ShadowPolicy
 from fraudops.local.traffic import journal_dir, matured_batch
+from fraudops.locks import exclusive
 from fraudops.logs.database import open_prediction_log
 from fraudops.modeling.online import ONLINE_ALIAS
 from fraudops.tracking.registry import CHALLENGER
@@ -147,25 +145,6 @@ def _state_dir(settings: Settings) -> Path:
     folder = settings.home / "retraining"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-@contextmanager
-def exclusive(lock_file: Path) -> Iterator[bool]:
-    """Hold an exclusive lock on LOCK_FILE while inside; yields False when another holds it.
-
-    The operating system drops the lock when its holder dies, so a crash never leaves
-    retraining blocked.
-    """
-    with lock_file.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def cooling_down(settings: Settings, now: dt.datetime) -> str | None:

@@ -35,11 +35,8 @@ a label committed late behind a newer one would otherwise be skipped.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -48,6 +45,7 @@ from sqlalchemy import Engine, and_, exists, select
 
 from fraudops.config import Params, Settings, load_params
 from fraudops.experiments.routing import RoutingConfig
+from fraudops.locks import exclusive
 from fraudops.logs.tables import labels, predictions
 from fraudops.modeling.online import ONLINE_ALIAS, ONLINE_MODEL_NAME, OnlineLearner
 from serving.loaded_model import EstimatorSource, LoadedModel
@@ -94,7 +92,7 @@ class OnlineShadow:
     def sync(self) -> bool:
         """Learn the log's new labels if this process gets the lock, then serve the newest
         saved state; True when the served model changed."""
-        with _exclusive(self._lock) as held:
+        with exclusive(self._lock) as held:
             if held:
                 learner = self._read()
                 if learn_new_labels(learner, self._engine, self._params):
@@ -184,21 +182,6 @@ def _as_model(learner: OnlineLearner) -> LoadedModel:
         source=EstimatorSource.of(cast("NativeModel", learner)),
         flat_walk=False,
     )
-
-
-@contextmanager
-def _exclusive(lock_file: Path) -> Iterator[bool]:
-    """Hold LOCK_FILE's exclusive lock while inside; False when another process holds it."""
-    with lock_file.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _mtime(path: Path) -> int | None:

@@ -27,6 +27,7 @@ from mlflow import MlflowClient
 from fraudops.data.schema import TX_FRAUD
 from fraudops.data.validation import BatchRejected
 from fraudops.local.traffic import journal_dir, next_day
+from fraudops.locks import exclusive
 from fraudops.tracking.registry import CHALLENGER, CHAMPION, configure_mlflow, version_by_alias
 from pipelines.deployments import RETRAIN
 from pipelines.retraining import (
@@ -35,7 +36,6 @@ from pipelines.retraining import (
     MONITORING_RUN_TAG,
     SIGNAL_TAG,
     TRIGGER_TAG,
-    exclusive,
     retrain_flow,
 )
 from pipelines.training import training_flow
