@@ -8,6 +8,11 @@ MLflow or a database. It never raises for a window that is merely empty or small
 ``MonitoringError`` naming the window, so a scheduled flow can record it and go on next
 time. A NannyML failure only loses the estimate: the decision does not depend on it, so
 it is kept, with the error in its notes.
+
+Given `SegmentInputs` (the customers' raw history and the training run's fairness
+report), the labelled rows are also reported per customer segment and the decision gets
+the gaps and the gap alarm. Segments that cannot be reported (no history, too few labels,
+transactions the history lacks) only cost the segment report, with the reason in the notes.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pandas as pd
+import polars as pl
 from evidently.core.report import Snapshot
 
 from fraudops.config import Params
+from fraudops.fairness.segment_report import GROUP, SEGMENT, SegmentReport
+from fraudops.fairness.window_segments import RawHistory, SegmentsUnavailable
 from fraudops.features.definitions import feature_columns
 from fraudops.health.decision import (
     LABEL,
@@ -37,10 +45,17 @@ from fraudops.health.decision import (
     quality_metrics,
     reference_frame,
     sample_rows,
+    segment_gaps,
     window_frame,
     window_time,
 )
-from fraudops.health.findings import DriftDecision, EstimateCheck, PerformanceEstimate, Quality
+from fraudops.health.findings import (
+    DriftDecision,
+    EstimateCheck,
+    PerformanceEstimate,
+    Quality,
+    SegmentGaps,
+)
 from monitoring.drift import constant_features, run_drift, run_quality
 from monitoring.performance import EstimationError, estimate_performance
 
@@ -57,12 +72,23 @@ class MonitoringError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class SegmentInputs:
+    """What a window's segment report needs beside the window: the customers' raw
+    history, and the training run's report (None for a model trained without one)."""
+
+    history: RawHistory
+    training: SegmentReport | None
+
+
+@dataclass(frozen=True)
 class MonitoringResult:
     """The decision and the Evidently snapshots behind it (``drift``, and ``quality``
-    when enough labels had arrived)."""
+    when enough labels had arrived), and the window's segment report when one was made
+    (its table with the training run's alert rate per segment value beside the window's)."""
 
     decision: DriftDecision
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    segments: SegmentReport | None = None
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -78,13 +104,15 @@ def analyse_window(
     window_id: str,
     training_metrics: Mapping[str, float] | None = None,
     timestamp: dt.datetime | None = None,
+    segments: SegmentInputs | None = None,
 ) -> MonitoringResult:
     """Test CURRENT (a prediction-log window) against REFERENCE (the training sample).
 
     THRESHOLD is the served model's alert threshold (its card's). TRAINING_METRICS are the
     training run's test metrics; without them they are computed on the reference's test
     period, a sample of it and so a noisier baseline. TIMESTAMP places the run on the
-    dashboards' time axis; it defaults to the window's newest transaction.
+    dashboards' time axis; it defaults to the window's newest transaction. SEGMENTS, when
+    given, adds the per-segment report and the gap alarm.
     """
     features = feature_columns(params.features)
     monitor = params.monitor
@@ -137,6 +165,10 @@ def analyse_window(
             f"{monitor.min_labelled_frauds} frauds)"
         )
     estimate, note = _estimate(out_of_sample(ref), window, threshold, params, window_id)
+    report, gaps = None, None
+    if segments is not None:
+        report, gaps, segment_notes = analyse_segments(current, segments, params, assessed=assessed)
+        notes += segment_notes
     decision = decide(
         window_id=window_id,
         timestamp=when,
@@ -146,9 +178,50 @@ def analyse_window(
         target_drift=target_drift,
         quality=quality,
         estimate=estimate,
+        segment_gaps=gaps,
         notes=[*notes, *([note] if note else [])],
     )
-    return MonitoringResult(decision, snapshots)
+    return MonitoringResult(decision, snapshots, report)
+
+
+def analyse_segments(
+    current: pd.DataFrame, inputs: SegmentInputs, params: Params, *, assessed: bool = True
+) -> tuple[SegmentReport | None, SegmentGaps | None, list[str]]:
+    """CURRENT's segment report and gaps, or a note on why there are none.
+
+    Needs the labels that concept drift needs (ASSESSED, `can_assess_quality`): with
+    fewer, every interval is too wide to flag anything, and a quiet alarm would read as
+    a clean bill.
+    """
+    if not assessed:
+        return None, None, ["segments not reported: too few labels (as for concept drift)"]
+    try:
+        found = inputs.history.report(current, params)
+    except SegmentsUnavailable as error:
+        return None, None, [f"segments not reported: {error}"]
+    notes = []
+    if found.not_in_history:
+        notes.append(
+            f"segments: {found.not_in_history} of {found.labelled} labelled rows are not "
+            "in the customer history and were left out"
+        )
+    training = inputs.training
+    gaps = segment_gaps(found.report.gaps, None if training is None else training.gaps)
+    table = _with_training_alert_rate(found.report.table, training)
+    return SegmentReport(table, found.report.gaps), gaps, notes
+
+
+def _with_training_alert_rate(table: pl.DataFrame, training: SegmentReport | None) -> pl.DataFrame:
+    """TABLE with ``training_alert_rate`` per segment value: the per-segment drift of the
+    decisions (null for a value training did not see)."""
+    rates = (
+        training.table.select(SEGMENT, GROUP, pl.col("alert_rate").alias("training_alert_rate"))
+        if training is not None
+        else pl.DataFrame(
+            schema={SEGMENT: pl.String, GROUP: pl.String, "training_alert_rate": pl.Float64}
+        )
+    )
+    return table.join(rates, on=[SEGMENT, GROUP], how="left", maintain_order="left")
 
 
 def check_estimate(

@@ -9,7 +9,12 @@ of the search, to stay quick), and its reference sample and test metrics are tho
 training run logs. Each window is shaped like ``read_predictions`` output, with every
 label present; ``without_labels`` gives the same window before its labels arrive.
 
-Used by the drift tests and the monitoring benchmark.
+Each world keeps the raw transactions behind every window and the training run's test
+alerts, so a test can also ask for the per-segment reports (`ScenarioWorld.raw`,
+`ScenarioWorld.training_segments`): the fairness alarm's known truth is the
+``regional_fraud`` scenario, which only the callers that ask for it simulate.
+
+Used by the drift and fairness-alarm tests and the monitoring benchmark.
 """
 
 from __future__ import annotations
@@ -17,16 +22,16 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 import pandas as pd
 import polars as pl
 
-from fraudops.config import Params, Scenario, SimulateParams
+from fraudops.config import Params, Scenario
 from fraudops.data.schema import CUSTOMER_ID, TRANSACTION_ID, TX_DATETIME, TX_FRAUD
 from fraudops.data.simulate import simulate
 from fraudops.data.split import final_split
+from fraudops.fairness.segment_report import SegmentReport, segment_report
 from fraudops.features.definitions import build_features, feature_columns
 from fraudops.health.decision import LABEL
 from fraudops.logs.tables import predictions
@@ -37,7 +42,8 @@ from fraudops.modeling.steps import DataSource, TrainingResult, evaluate_on_test
 #: Days before the training window, so 30-day windows (37 with the label delay) are full.
 WARM_UP_DAYS = 38
 QUICK_MODEL = Candidate("xgboost", {"n_estimators": 100, "max_depth": 3, "learning_rate": 0.1})
-SCENARIOS: tuple[Scenario, ...] = get_args(Scenario)
+#: The drift scenarios, simulated by default; every scenario added costs every caller.
+SCENARIOS: tuple[Scenario, ...] = ("none", "amount_shift", "new_fraud_pattern")
 
 
 @dataclass(frozen=True)
@@ -49,27 +55,45 @@ class ScenarioWorld:
     threshold: float
     training_metrics: dict[str, float]
     windows: dict[Scenario, pd.DataFrame]
+    raw: dict[Scenario, pl.DataFrame]
+    test: pl.DataFrame
+    test_alerts: np.ndarray
+    params: Params
+
+    def training_segments(self) -> SegmentReport:
+        """The training run's fairness report (its test period), computed on demand: the
+        drift tests never pay for it."""
+        return segment_report(self.raw["none"], self.test, self.test_alerts, self.params)
 
 
 def simulate_world(
-    seed: int, *, customers: int = 3000, window_days: int = 7, params: Params | None = None
+    seed: int,
+    *,
+    customers: int = 3000,
+    window_days: int = 7,
+    params: Params | None = None,
+    scenarios: tuple[Scenario, ...] = SCENARIOS,
 ) -> ScenarioWorld:
-    """The model and windows of one seed; terminals scale with customers, as in the handbook."""
-    params = params or Params()
+    """The model and the windows of SCENARIOS (``none`` always) of one seed.
+
+    Terminals scale with customers, as in the handbook. The world's ``params`` simulate
+    what it simulated, so segments find each customer's region (`customer_regions`).
+    """
+    params = _world_params(params or Params(), seed, customers)
     train = params.train
     history_days = WARM_UP_DAYS + train.train_days + train.delay_days + train.test_days
-    start = params.simulate.start
-    change = dt.datetime.combine(start + dt.timedelta(days=history_days), dt.time())
+    simulated = params.simulate.model_copy(update={"days": history_days + window_days})
+    change = dt.datetime.combine(simulated.start + dt.timedelta(days=history_days), dt.time())
     streams = {
-        scenario: _stream(seed, scenario, customers, history_days + window_days, start)
-        for scenario in SCENARIOS
+        scenario: simulate(simulated.model_copy(update={"scenario": scenario}))
+        for scenario in dict.fromkeys(("none", *scenarios))
     }
     history = streams["none"].filter(pl.col(TX_DATETIME) < change)
     result = _train(history, params)
-    windows = {}
+    windows, raw = {}, {}
     for scenario, stream in streams.items():
-        joined = pl.concat([history, stream.filter(pl.col(TX_DATETIME) >= change)])
-        rows = build_features(joined, params.features).filter(pl.col(TX_DATETIME) >= change)
+        raw[scenario] = pl.concat([history, stream.filter(pl.col(TX_DATETIME) >= change)])
+        rows = build_features(raw[scenario], params.features).filter(pl.col(TX_DATETIME) >= change)
         scores = fraud_scores(result.selection.model, rows, result.features)
         windows[scenario] = as_logged(rows, scores, result.selection.threshold, result.features)
     return ScenarioWorld(
@@ -77,23 +101,19 @@ def simulate_world(
         threshold=result.selection.threshold,
         training_metrics=result.evaluation.metrics,
         windows=windows,
+        raw=raw,
+        test=result.selection.split.test,
+        test_alerts=result.evaluation.scores >= result.selection.threshold,
+        params=params,
     )
 
 
-def _stream(
-    seed: int, scenario: Scenario, customers: int, days: int, start: dt.date
-) -> pl.DataFrame:
-    """All DAYS of one scenario; the caller keeps the part it needs."""
-    return simulate(
-        SimulateParams(
-            customers=customers,
-            terminals=2 * customers,
-            days=days,
-            start=start,
-            seed=seed,
-            scenario=scenario,
-        )
+def _world_params(params: Params, seed: int, customers: int) -> Params:
+    """PARAMS simulating CUSTOMERS customers (twice as many terminals) with SEED."""
+    simulated = params.simulate.model_copy(
+        update={"customers": customers, "terminals": 2 * customers, "seed": seed}
     )
+    return params.model_copy(update={"simulate": simulated})
 
 
 def _train(history: pl.DataFrame, params: Params) -> TrainingResult:

@@ -52,6 +52,7 @@ from fraudops.experiments.shadow_report import (
     read_shadow_window,
     shadow_check,
 )
+from fraudops.fairness.window_segments import RawHistory, SegmentSource
 from fraudops.local.demo import more_ab_days
 from fraudops.local.demo_api import route_ab_with_shadow
 from fraudops.local.demo_story import ab_facts
@@ -262,7 +263,8 @@ def live_reports(
     """The A/B and shadow reports of the A/B window, also written as JSON into FOLDER."""
     window = ReportWindow(start=since, labels_received_by=dt.datetime.now(dt.UTC))
     served = window.read(engine, "served")
-    ab = analyse_ab(served, params.ab, top_k=params.train.top_k, window=window)
+    segments = SegmentSource(RawHistory.of(get_settings()), params)
+    ab = analyse_ab(served, params.ab, top_k=params.train.top_k, window=window, segments=segments)
     pairs = read_shadow_window(engine, window)
     shadow = analyse_shadow(pairs, params.ab, params.train, shadow_version=version, window=window)
     folder.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,12 @@ Steps: find the champion and its reference sample (logged with its training run)
 window from the prediction log with the labels known by then, analyse it
 (``monitoring.analysis``), then record the outcome three ways — HTML and JSON under
 ``monitoring/reports/<run>/``, an MLflow run of type ``monitoring`` with every number as a
-metric and the reports as artifacts, and snapshots in the Evidently workspace the
-dashboards read. A drift signal then asks for retraining (``pipelines.retraining``): an
-event with a Prefect server, a direct call without one.
+metric and the reports as artifacts (with the per-segment fairness tables, beside the
+training run's own), and snapshots in the Evidently workspace the dashboards read. The
+segments read the customers' history from ``data/raw`` and the traffic replay's journal;
+without them the run notes why and goes on. A gap alarm (docs/fairness.md) is logged and
+tagged, and asks for no retraining. A drift signal then asks for retraining
+(``pipelines.retraining``): an event with a Prefect server, a direct call without one.
 
 A window that cannot be analysed (an Evidently failure, a log of another feature set)
 fails this run with a message naming the window and is recorded as a failed MLflow run;
@@ -30,12 +33,26 @@ from prefect import flow, get_run_logger
 from fraudops.config import Params, get_settings, load_params
 from fraudops.data.schema import TX_DATETIME
 from fraudops.experiments.report_parts import ReportWindow
+from fraudops.fairness.segment_report import SegmentReport
+from fraudops.fairness.window_segments import RawHistory
 from fraudops.features.definitions import feature_columns
 from fraudops.health.findings import DriftDecision
 from fraudops.logs.database import open_prediction_log
 from fraudops.tracking.registry import CHAMPION, MlflowClient, outage_named, version_by_alias
-from fraudops.tracking.runs import RUN_TYPE_TAG, THRESHOLD_TAG, download_run_artifact, recorded_run
-from monitoring.analysis import MonitoringError, MonitoringResult, analyse_window, check_estimate
+from fraudops.tracking.runs import (
+    RUN_TYPE_TAG,
+    THRESHOLD_TAG,
+    download_run_artifact,
+    load_segment_report,
+    recorded_run,
+)
+from monitoring.analysis import (
+    MonitoringError,
+    MonitoringResult,
+    SegmentInputs,
+    analyse_window,
+    check_estimate,
+)
 from monitoring.reports import load_decision, run_name, write_reports
 from monitoring.workspace import ensure_project, open_workspace, record_realised, record_window
 from pipelines.retraining import Launcher, RetrainTrigger, request_retraining
@@ -48,6 +65,7 @@ WINDOW_TAG = "fraudops.window_id"
 SIGNAL_TAG = "fraudops.signal"
 MONITORED_VERSION_TAG = "fraudops.monitored_version"
 ERROR_TAG = "fraudops.error"
+GAP_ALARM_TAG = "fraudops.gap_alarm"
 #: Beside each run's reports: the window it read and the threshold it judged with, so a
 #: later run can read the same window again once its labels have arrived.
 WINDOW_FILE = "window.json"
@@ -70,6 +88,7 @@ class Baseline:
     threshold: float
     reference: pd.DataFrame
     training_metrics: dict[str, float]
+    fairness: SegmentReport | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,7 @@ def find_baseline(client: MlflowClient, name: str) -> Baseline:
     with tempfile.TemporaryDirectory() as scratch, outage_named(client.tracking_uri):
         path = download_run_artifact(run.info.run_id, REFERENCE_ARTIFACT, Path(scratch))
         reference = pd.read_parquet(path)
+        fairness = load_segment_report(run.info.run_id)
     metrics = {
         key: value
         for key, value in run.data.metrics.items()
@@ -121,6 +141,7 @@ def find_baseline(client: MlflowClient, name: str) -> Baseline:
         threshold=float(run.data.tags[THRESHOLD_TAG]),
         reference=reference,
         training_metrics=metrics,
+        fairness=fairness,
     )
 
 
@@ -133,6 +154,13 @@ def read_window(window: ReportWindow) -> pd.DataFrame:
         engine.dispose()
 
 
+@step_task("read customer history")
+def read_segment_inputs(baseline: Baseline) -> SegmentInputs:
+    """The customers' raw history (data/raw and the replay journal) and the training
+    report; a missing or unreadable history is a reason, not a failure."""
+    return SegmentInputs(RawHistory.of(get_settings()), baseline.fairness)
+
+
 def window_name(frame: pd.DataFrame) -> str:
     """``<first day>_<last day>_<rows>``, from the transactions' own clock."""
     if frame.empty:
@@ -143,7 +171,11 @@ def window_name(frame: pd.DataFrame) -> str:
 
 @step_task("analyse window")
 def analyse(
-    baseline: Baseline, current: pd.DataFrame, params: Params, window_id: str
+    baseline: Baseline,
+    current: pd.DataFrame,
+    params: Params,
+    window_id: str,
+    segments: SegmentInputs | None = None,
 ) -> MonitoringResult:
     result = analyse_window(
         baseline.reference,
@@ -152,11 +184,19 @@ def analyse(
         params=params,
         window_id=window_id,
         training_metrics=baseline.training_metrics,
+        segments=segments,
     )
     decision = result.decision
-    get_run_logger().info(
+    logger = get_run_logger()
+    logger.info(
         "window %s: %s (%s)", window_id, decision.signal, "; ".join(decision.reasons) or "-"
     )
+    if decision.segment_gaps is not None and decision.segment_gaps.alarm:
+        logger.warning(
+            "window %s: segment gap alarm: %s",
+            window_id,
+            "; ".join(decision.segment_gaps.alarms),
+        )
     return result
 
 
@@ -171,11 +211,21 @@ def record(
         folder = write_reports(
             result, settings.monitoring_reports_dir, f"{run_name(decision)}-{run.run_id[:8]}"
         )
-        run.tags(_tags(decision.window_id, baseline) | {SIGNAL_TAG: decision.signal})
+        run.tags(
+            _tags(decision.window_id, baseline)
+            | {SIGNAL_TAG: decision.signal, GAP_ALARM_TAG: str(decision.gap_alarm).lower()}
+        )
         run.params(_window_params(window))
         run.metrics(_finite(decision.metrics()))
-        why = {"reasons": list(decision.reasons), "notes": list(decision.notes)}
+        gap_alarms = decision.segment_gaps.alarms if decision.segment_gaps else ()
+        why = {
+            "reasons": list(decision.reasons),
+            "gap_alarms": list(gap_alarms),
+            "notes": list(decision.notes),
+        }
         run.document(why, "why.json")
+        if result.segments is not None:
+            run.segments(result.segments)
         window_file = {
             "window": fixed_window(window, current).model_dump(mode="json"),
             "threshold": baseline.threshold,
@@ -307,8 +357,9 @@ def monitoring_flow(
     )
     current = read_window(window)
     window_id = window_id or window_name(current)
+    segments = read_segment_inputs(baseline)
     try:
-        result = analyse(baseline, current, params, window_id)
+        result = analyse(baseline, current, params, window_id, segments)
     except MonitoringError as error:
         run_id = record_failure(error, baseline, window)
         get_run_logger().error(

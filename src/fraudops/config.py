@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Scenario = Literal["none", "amount_shift", "new_fraud_pattern"]
+Scenario = Literal["none", "amount_shift", "new_fraud_pattern", "regional_fraud"]
 
 
 class Settings(BaseSettings):

@@ -26,15 +26,17 @@ from mlflow import MlflowClient
 from sklearn.dummy import DummyClassifier
 
 from fraudops.config import get_settings, load_params
+from fraudops.data.datasets import write_raw
 from fraudops.experiments.report_parts import ReportWindow
 from fraudops.features.definitions import feature_columns
-from fraudops.local.traffic import next_day
+from fraudops.local.traffic import journal_dir, next_day
 from fraudops.tracking.registry import configure_mlflow, register
-from fraudops.tracking.runs import THRESHOLD_TAG
+from fraudops.tracking.runs import FAIRNESS_GAPS, FAIRNESS_PLOT, FAIRNESS_SEGMENTS, THRESHOLD_TAG
 from monitoring.analysis import MonitoringError
 from monitoring.workspace import PROJECT_NAME, open_workspace
 from pipelines.monitoring_flow import (
     ERROR_TAG,
+    GAP_ALARM_TAG,
     REALISED_FILE,
     SIGNAL_TAG,
     WINDOW_TAG,
@@ -150,6 +152,33 @@ def test_an_estimate_made_before_labels_is_compared_once_they_arrive(trained):
     runs = [workspace.get_run(project.id, run) for run in workspace.list_runs(project.id)]
     realised = [run for run in runs if "realised" in run.tags]
     assert [run.metadata["window_id"] for run in realised] == [early.decision.window_id]
+
+
+def test_segment_tables_are_logged_once_the_journal_holds_the_customers(trained):
+    """Without the replay's journal the run notes why and goes on; with it, the run logs
+    the per-segment table and gaps where the training run logs its own."""
+    settings = trained
+    days = simulated_days(first_new_day(settings), 2 * WINDOW_DAYS, "none")
+    log_offline(settings, days)
+    window = {"since": window_start(settings), "by_transaction_time": True, "on_drift": "none"}
+
+    without = monitoring_flow(**window)
+    assert without.decision.segment_gaps is None
+    assert any("no traffic journal" in note for note in without.decision.notes)
+
+    write_raw(days, journal_dir(settings))
+    outcome = monitoring_flow(**window)
+    gaps = outcome.decision.segment_gaps
+    assert gaps is not None, outcome.decision.notes
+    client = MlflowClient()
+    logged = {item.path for item in client.list_artifacts(outcome.run_id, "fairness")}
+    assert {FAIRNESS_SEGMENTS, FAIRNESS_GAPS} <= logged
+    assert FAIRNESS_PLOT in {item.path for item in client.list_artifacts(outcome.run_id, "plots")}
+    table = mlflow.load_table(FAIRNESS_SEGMENTS, run_ids=[outcome.run_id])
+    assert table["training_alert_rate"].notna().any()
+    run = client.get_run(outcome.run_id)
+    assert run.data.tags[GAP_ALARM_TAG] == str(gaps.alarm).lower()
+    assert run.data.metrics["fairness.gap_alarm"] == float(gaps.alarm)
 
 
 def test_an_empty_window_is_insufficient_data_not_an_error(trained):

@@ -11,22 +11,59 @@ import json
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from fraudops.cli import app
-from fraudops.config import ABParams, get_settings
+from fraudops.config import ABParams, Params, SimulateParams, get_settings
+from fraudops.data.schema import CUSTOMER_ID, TRANSACTION_ID, TX_DATETIME, TX_FRAUD
+from fraudops.data.simulate import simulate
 from fraudops.experiments.ab_report import (
     ABResult,
     ab_check,
     analyse_ab,
+    compare_segments,
     live_evidence_allows_promotion,
 )
+from fraudops.fairness.segments import REGION, customer_regions
+from fraudops.fairness.window_segments import RawHistory, SegmentSource
 from fraudops.logs.database import open_prediction_log
 from fraudops.logs.records import LabelRecord, PredictionRecord
 from fraudops.logs.writer import PredictionLogWriter
 
 # --- the report on prediction-log frames ---------------------------------------------------
+
+
+def test_the_arms_segment_gaps_say_which_arm_widens_one():
+    """Arms on one simulated history: the treatment alerts on every payment of the first
+    region's customers (a false-positive gap), the control decides by the label."""
+    raw = simulate(SimulateParams(customers=400, terminals=800, days=60, seed=3))
+    params = Params(simulate=SimulateParams(customers=400, terminals=800, seed=3))
+    regions = customer_regions(params.simulate, params.fairness.region_grid)
+    rows = raw.filter(pl.col(TX_DATETIME) >= dt.datetime(2018, 5, 1)).join(regions, on=CUSTOMER_ID)
+    arm = np.where(rows[CUSTOMER_ID].to_numpy() % 2 == 0, "champion", "challenger")
+    label = rows[TX_FRAUD].to_numpy().astype(bool)
+    frame = pd.DataFrame(
+        {
+            "arm": arm,
+            TRANSACTION_ID: rows[TRANSACTION_ID].to_numpy(),
+            "decision": label | ((arm == "challenger") & (rows[REGION] == "x0y0").to_numpy()),
+            "label": pd.array(label.astype(int), dtype="Int8"),
+        }
+    )
+    source = SegmentSource(RawHistory(raw), params)
+
+    comparison, note = compare_segments(frame, FAST, source)
+
+    assert note is None and comparison is not None
+    assert comparison.treatment_widens, comparison.detail
+    region = {gap.gap: gap for gap in comparison.gaps if gap.segment == REGION}
+    assert region["equalized_odds_difference"].treatment_flagged
+    assert not region["equalized_odds_difference"].control_flagged
+    missing = compare_segments(frame, FAST, SegmentSource(RawHistory(None, "gone"), params))
+    assert missing == (None, "segments of arm 'champion' not reported: gone")
+
 
 FAST = ABParams(min_sample=200, min_frauds=10, bootstrap_resamples=200, min_detectable_lift=0.5)
 
@@ -189,8 +226,12 @@ def test_report_ab_reads_the_log_and_writes_the_result(tmp_path, monkeypatch) ->
     ]
     assert written.arms[0].frauds == frame.loc[frame["arm"] == "champion", "label"].sum()
     assert written.window.labels_received_by > labels_arrive
+    # Without raw data or a journal the segments are not reported, and the output says why.
+    assert written.segments is None and "no raw data" in (written.segments_note or "")
+    assert "SEGMENTS: segments of arm" in " ".join(result.output.split())
     # The log round trip loses nothing: the same numbers as the frame it was written from.
-    assert written.model_copy(update={"window": None}) == analyse_ab(frame, FAST, top_k=100)
+    unsegmented = {"window": None, "segments_note": None}
+    assert written.model_copy(update=unsegmented) == analyse_ab(frame, FAST, top_k=100)
     assert written.comparisons and written.recommendation == "need_more_data"
 
     before_labels = labels_arrive - dt.timedelta(days=1)

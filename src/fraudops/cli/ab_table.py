@@ -14,12 +14,13 @@ from fraudops.experiments.report_parts import MetricEstimate, format_estimate, f
 
 
 def ab_table(result: ABResult) -> Table:
-    """The per-arm metrics and the comparison, one metric a row."""
+    """The per-arm metrics and the comparison, one metric a row; then the segment gaps,
+    one a row, ``*`` marking a gap flagged beyond its tolerance."""
     control, treatment = result.arms
     level = f"{1 - result.alpha:.0%}"
     table = Table(
         title=f"A/B: {treatment.arm} vs {control.arm} ({level} intervals)",
-        caption=f"{result.recommendation.upper()}: {result.reason}",
+        caption=f"{result.recommendation.upper()}: {result.reason}\n{_segments_line(result)}",
     )
     for heading in ("metric", control.arm, treatment.arm, "difference", "p", "test"):
         table.add_column(heading, justify="left" if heading in ("metric", "test") else "right")
@@ -36,7 +37,24 @@ def ab_table(result: ABResult) -> Table:
         )
     if result.required_per_arm is not None:
         table.add_row(f"needed per arm ({result.primary_metric})", str(result.required_per_arm))
+    for gap in result.segments.gaps if result.segments else []:
+        table.add_row(
+            f"gap {gap.segment} {gap.gap}",
+            _shown_gap(gap.control, gap.control_flagged),
+            _shown_gap(gap.treatment, gap.treatment_flagged),
+        )
     return table
+
+
+def _segments_line(result: ABResult) -> str:
+    if result.segments is None:
+        return f"SEGMENTS: {result.segments_note or 'not reported'}"
+    verdict = "treatment widens a gap" if result.segments.treatment_widens else "no gap widened"
+    return f"SEGMENTS ({verdict}): {result.segments.detail}"
+
+
+def _shown_gap(value: float | None, flagged: bool) -> str:
+    return format_number(value) + (" *" if flagged else "")
 
 
 def _metric_label(metric: MetricName, control: ArmSummary, treatment: ArmSummary) -> str:

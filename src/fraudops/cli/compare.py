@@ -76,6 +76,7 @@ def report_ab(
 
     from fraudops.cli.ab_table import ab_table
     from fraudops.experiments.ab_report import analyse_ab
+    from fraudops.fairness.window_segments import RawHistory, SegmentSource
 
     params = load_params()
     given = {
@@ -90,7 +91,8 @@ def report_ab(
         raise fail("; ".join(error["msg"] for error in exc.errors())) from exc
     window = _report_window(since, until, last, by_transaction_time, labels_by)
     frame = _read_prediction_log(lambda engine: window.read(engine, "served"))
-    result = analyse_ab(frame, ab, top_k=params.train.top_k, window=window)
+    segments = SegmentSource(RawHistory.of(get_settings()), params)
+    result = analyse_ab(frame, ab, top_k=params.train.top_k, window=window, segments=segments)
     _show_report(ab_table(result), result.model_dump_json(indent=2), json_out)
 
 

@@ -17,7 +17,8 @@ Randomness comes from two generators, so batches of different days stay consiste
 The scenario never changes what either generator draws before the scenario's own
 extras: for one seed, ``amount_shift`` is ``none`` with scaled amounts,
 ``new_fraud_pattern`` is ``none`` plus labelled and injected night-time card-testing
-transactions, and ``card_testing`` is ``none`` plus bursts of small payments.
+transactions, ``card_testing`` is ``none`` plus bursts of small payments, and
+``regional_fraud`` is ``none`` plus frauds, at ordinary amounts, on more cards of one region.
 """
 
 from __future__ import annotations
@@ -89,6 +90,14 @@ CARD_TESTING_BURST_SIZE = (3, 6)  # payments per burst, inclusive; one terminal 
 CARD_TESTING_GAP_S = (10, 120)  # seconds between payments of a burst, inclusive
 CARD_TESTING_AMOUNT_CENTS = (50, 299)  # 0.50-2.99, inclusive
 
+# ``regional_fraud``: cards of one region compromised by a fraud that spends like their owner.
+#: Code of a regional fraud in TX_FRAUD_SCENARIO.
+SCENARIO_REGIONAL_FRAUD = 6
+#: The region: customers living at x and y below these bounds (the south-west quarter, the
+#: region ``x0y0`` of ``fairness.region_grid: 2``).
+REGIONAL_FRAUD_AREA = (AREA_SIZE / 2, AREA_SIZE / 2)
+REGIONAL_FRAUD_CUSTOMERS_PER_DAY = 15  # per 5,000 customers, all drawn in the region
+
 _DISTANCE_BLOCK_CELLS = 4_000_000  # customers x terminals per block of the distance search
 
 
@@ -106,6 +115,7 @@ class Population:
     terminal_ids: np.ndarray
     n_terminals: int
     night_pattern_terminals: np.ndarray
+    customer_xy: np.ndarray
 
     @property
     def n_customers(self) -> int:
@@ -149,7 +159,8 @@ def simulate(params: SimulateParams) -> pl.DataFrame:
        next 14 days, a third (rounded down), drawn at random, get 5x the amount and
        are fraud;
     4. ``new_fraud_pattern`` only: see :func:`add_night_pattern`;
-       ``card_testing`` only: see :func:`add_card_testing`.
+       ``card_testing`` only: see :func:`add_card_testing`;
+       ``regional_fraud`` only: see :func:`add_regional_fraud`.
     """
     population = draw_population(params)
     rng = np.random.default_rng([params.seed, days_since_epoch(params.start)])
@@ -175,7 +186,13 @@ def draw_population(params: SimulateParams) -> Population:
     night_pattern_terminals = np.sort(rng.choice(params.terminals, n_pattern, replace=False))
     offsets, ids = terminals_within_radius(customer_xy, terminal_xy, TERMINAL_RADIUS)
     return Population(
-        mean_amount, mean_tx_per_day, offsets, ids, params.terminals, night_pattern_terminals
+        mean_amount,
+        mean_tx_per_day,
+        offsets,
+        ids,
+        params.terminals,
+        night_pattern_terminals,
+        customer_xy,
     )
 
 
@@ -259,25 +276,49 @@ def compromise_terminals(
 def compromise_customers(
     tx: Transactions, n_customers: int, days: int, rng: np.random.Generator
 ) -> None:
-    """Rule 3: a third of a compromised customer's next 14 days of spending, at 5x.
+    """Rule 3: a third of a compromised customer's next 14 days of spending, at 5x."""
+    per_day = compromised_per_day(
+        COMPROMISED_CUSTOMERS_PER_DAY, n_customers, REFERENCE_CUSTOMERS, days
+    )
+    compromise_cards(
+        tx,
+        n_customers,
+        per_day,
+        days,
+        rng,
+        amount_factor=COMPROMISED_AMOUNT_FACTOR,
+        code=SCENARIO_COMPROMISED_CUSTOMER,
+    )
+
+
+def compromise_cards(
+    tx: Transactions,
+    pool: int | np.ndarray,
+    per_day: np.ndarray,
+    days: int,
+    rng: np.random.Generator,
+    *,
+    amount_factor: float,
+    code: int,
+) -> None:
+    """Each day, ``per_day`` cards of POOL (a count, or customer ids) are compromised: a
+    third of their next 14 days of transactions, drawn at random, get AMOUNT_FACTOR times
+    the amount and the fraud CODE.
 
     Relies on ``tx`` being in (customer, day) order, so that one customer's window of
     days is a contiguous slice found by binary search. A transaction can be picked by
     two overlapping compromises and is then multiplied twice, as in the handbook.
     """
     key = tx.customer * days + tx.day
-    per_day = compromised_per_day(
-        COMPROMISED_CUSTOMERS_PER_DAY, n_customers, REFERENCE_CUSTOMERS, days
-    )
     for first_day, count in enumerate(per_day):
-        chosen = rng.choice(n_customers, count, replace=False)
+        chosen = rng.choice(pool, count, replace=False)
         last_day = min(first_day + COMPROMISED_CUSTOMER_DAYS, days)
         lows = np.searchsorted(key, chosen * days + first_day)
         highs = np.searchsorted(key, chosen * days + last_day)
         window = _concatenated_ranges(lows, highs)
         picked = rng.choice(window, len(window) // COMPROMISED_CUSTOMER_SHARE, replace=False)
-        tx.amount[picked] = np.round(tx.amount[picked] * COMPROMISED_AMOUNT_FACTOR, 2)
-        tx.scenario[picked] = SCENARIO_COMPROMISED_CUSTOMER
+        tx.amount[picked] = np.round(tx.amount[picked] * amount_factor, 2)
+        tx.scenario[picked] = code
 
 
 def _concatenated_ranges(lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
@@ -359,9 +400,46 @@ def add_card_testing(
     return tx.append(Transactions(**{k: np.concatenate(v) for k, v in columns.items()}))
 
 
+def add_regional_fraud(
+    tx: Transactions, population: Population, days: int, rng: np.random.Generator
+) -> Transactions:
+    """A segment-specific degradation: a fraud ring works the cards of one region.
+
+    Each day, 15 cards per 5,000 customers (as :func:`compromised_per_day` spreads them),
+    drawn among the customers with terminals who live in ``REGIONAL_FRAUD_AREA``, are
+    compromised as in rule 3, but the fraudster spends like the card holder: a third of
+    the card's next 14 days of transactions are fraud (code 6) at their ordinary amount,
+    terminal and time. Nothing in a payment tells it apart, so a model trained without
+    the ring misses these frauds: its recall drops in that region only, the gap that
+    `fraudops.fairness` measures between regions. Drawn after every other rule, so the
+    rest of the data is the ``none`` scenario's.
+    """
+    x_limit, y_limit = REGIONAL_FRAUD_AREA
+    xy = population.customer_xy
+    in_region = (xy[:, 0] < x_limit) & (xy[:, 1] < y_limit) & (population.terminal_counts > 0)
+    pool = np.flatnonzero(in_region)
+    per_day = compromised_per_day(
+        REGIONAL_FRAUD_CUSTOMERS_PER_DAY, population.n_customers, REFERENCE_CUSTOMERS, days
+    )
+    compromise_cards(
+        tx,
+        pool,
+        np.minimum(per_day, len(pool)),
+        days,
+        rng,
+        amount_factor=1.0,
+        code=SCENARIO_REGIONAL_FRAUD,
+    )
+    return tx
+
+
 _SCENARIO_EXTRAS: dict[
     str, Callable[[Transactions, Population, int, np.random.Generator], Transactions]
-] = {"new_fraud_pattern": add_night_pattern, "card_testing": add_card_testing}
+] = {
+    "new_fraud_pattern": add_night_pattern,
+    "card_testing": add_card_testing,
+    "regional_fraud": add_regional_fraud,
+}
 
 
 def to_frame(tx: Transactions, start: dt.date) -> pl.DataFrame:

@@ -18,6 +18,11 @@ the false-promotion rate. Harm stops the test at any look, since it can only kee
 champion: the treatment significantly worse on any metric, at alpha divided by the number
 of metrics (Bonferroni), so that an equal challenger is not stopped by whichever of the
 five tests trips by chance.
+
+Given the customers' raw history, each arm also gets its report per customer segment
+(`fraudops.fairness`), and the arms' gaps are compared with the promotion gate's rule
+(`fairness_check`): whether the treatment widens a gap beyond its tolerance. It informs;
+the verdict above stays the statistics' alone, and the gate weighs fairness on its holdout.
 """
 
 from __future__ import annotations
@@ -39,13 +44,15 @@ from fraudops.experiments.ab_statistics import (
     ratio_z_test,
     required_sample_size,
 )
-from fraudops.experiments.promotion_gate import Check
+from fraudops.experiments.promotion_gate import Check, fairness_check
 from fraudops.experiments.report_parts import (
     MetricEstimate,
     ReportModel,
     ReportWindow,
     format_number,
 )
+from fraudops.fairness.segment_report import GAP, SEGMENT
+from fraudops.fairness.window_segments import SegmentSource, SegmentsUnavailable
 
 Recommendation = Literal["promote", "keep", "need_more_data"]
 
@@ -90,6 +97,25 @@ class Comparison(ReportModel):
         return self.significant and (self.difference or 0.0) > 0
 
 
+class ArmGap(ReportModel):
+    """One gap between customer segments in each arm (None where not measured)."""
+
+    segment: str
+    gap: str
+    control: float | None
+    treatment: float | None
+    control_flagged: bool
+    treatment_flagged: bool
+
+
+class SegmentComparison(ReportModel):
+    """The arms' segment gaps, and whether the treatment widens one beyond tolerance."""
+
+    gaps: list[ArmGap]
+    treatment_widens: bool
+    detail: str
+
+
 class ABResult(ReportModel):
     """Everything the A/B report shows; JSON in, JSON out, for the promotion gate."""
 
@@ -108,19 +134,27 @@ class ABResult(ReportModel):
     required_per_arm: int | None
     recommendation: Recommendation
     reason: str
+    segments: SegmentComparison | None = None
+    segments_note: str | None = Field(None, description="Why there is no segment comparison.")
 
     def comparison(self, metric: MetricName) -> Comparison | None:
         return next((c for c in self.comparisons if c.metric == metric), None)
 
 
 def analyse_ab(
-    frame: pd.DataFrame, params: ABParams, *, top_k: int, window: ReportWindow | None = None
+    frame: pd.DataFrame,
+    params: ABParams,
+    *,
+    top_k: int,
+    window: ReportWindow | None = None,
+    segments: SegmentSource | None = None,
 ) -> ABResult:
     """The A/B result of served prediction-log rows (``ReportWindow.read(engine, "served")``).
 
     Only labelled rows are evidence. Card precision's k is ``top_k`` scaled by the arm's
     share of served traffic: an investigation team checking ``top_k`` cards a day over all
     traffic checks that share of them in each arm, so arms of unequal weight compare fairly.
+    With SEGMENTS, the arms' segment gaps are compared too (`compare_segments`).
     """
     names = (params.control_arm, params.treatment_arm)
     total_served = len(frame)
@@ -151,6 +185,9 @@ def analyse_ab(
         for name, rows, sample, arm_draws in zip(names, arm_frames, samples, draws, strict=True)
     ]
     recommendation, reason = _recommend(shortfall, arms, comparisons, required, params)
+    segment_comparison, segments_note = None, None
+    if segments is not None:
+        segment_comparison, segments_note = compare_segments(frame, params, segments)
     return ABResult(
         control_arm=params.control_arm,
         treatment_arm=params.treatment_arm,
@@ -167,7 +204,45 @@ def analyse_ab(
         required_per_arm=required,
         recommendation=recommendation,
         reason=reason,
+        segments=segment_comparison,
+        segments_note=segments_note,
     )
+
+
+def compare_segments(
+    frame: pd.DataFrame, params: ABParams, source: SegmentSource
+) -> tuple[SegmentComparison | None, str | None]:
+    """Each arm's segment gaps side by side, judged by the gate's `fairness_check` with
+    the control as the champion; or None and why (an arm without the history it needs)."""
+    gaps = []
+    for name in (params.control_arm, params.treatment_arm):
+        try:
+            found = source.history.report(frame[frame["arm"] == name], source.params)
+        except SegmentsUnavailable as error:
+            return None, f"segments of arm {name!r} not reported: {error}"
+        gaps.append(found.report.gaps)
+    control, treatment = gaps
+    check = fairness_check(control.to_dicts(), treatment.to_dicts())
+    both = control.join(treatment, on=[SEGMENT, GAP], how="full", suffix="_t", coalesce=True)
+    rows = [
+        ArmGap(
+            segment=row[SEGMENT],
+            gap=row[GAP],
+            control=_measured(row["value"]),
+            treatment=_measured(row["value_t"]),
+            control_flagged=bool(row["flagged"]),
+            treatment_flagged=bool(row["flagged_t"]),
+        )
+        for row in both.iter_rows(named=True)
+    ]
+    return SegmentComparison(
+        gaps=rows, treatment_widens=not check.passed, detail=check.detail
+    ), None
+
+
+def _measured(value: float | None) -> float | None:
+    """A gap's value for the report: None when not measured (NaN)."""
+    return None if value is None or math.isnan(value) else value
 
 
 def _scaled_k(top_k: int, arm_rows: int, total_rows: int) -> int:

@@ -125,6 +125,40 @@ class EstimateCheck(_Frozen):
         return abs(self.error) <= ESTIMATE_BAND_SIGMAS * self.sampling_error
 
 
+class SegmentGap(_Frozen):
+    """One gap between the values of a customer segment column in the window.
+
+    The numbers of `fraudops.fairness.segment_report.SegmentReport.gaps` (None where not
+    measured), beside the training run's value and whether training flagged it too.
+    """
+
+    segment: str
+    gap: str
+    value: float | None
+    low: float | None
+    high: float | None
+    tolerance: float
+    flagged: bool
+    training_value: float | None = None
+    training_high: float | None = None
+    training_flagged: bool | None = None
+
+
+class SegmentGaps(_Frozen):
+    """The window's gaps between customer segments, and the gap alarm (see docs/fairness.md).
+
+    ``alarms`` names each gap that fires it: flagged in the window, and clearly wider
+    than in the training run's report (`fraudops.health.decision.segment_gaps`).
+    """
+
+    gaps: tuple[SegmentGap, ...]
+    alarms: tuple[str, ...] = ()
+
+    @property
+    def alarm(self) -> bool:
+        return bool(self.alarms)
+
+
 class DriftDecision(_Frozen):
     """The outcome of one monitoring run: a signal, why, and every number behind it."""
 
@@ -137,11 +171,17 @@ class DriftDecision(_Frozen):
     target_drift: TargetDrift | None = None
     quality: Quality | None = None
     estimate: PerformanceEstimate | None = None
+    segment_gaps: SegmentGaps | None = None
     notes: tuple[str, ...] = ()
 
     @property
     def is_drift(self) -> bool:
         return self.signal in DRIFT_SIGNALS
+
+    @property
+    def gap_alarm(self) -> bool:
+        """A gap between customer segments opened: a fairness alarm, apart from drift."""
+        return self.segment_gaps is not None and self.segment_gaps.alarm
 
     def metrics(self) -> dict[str, float]:
         """Every number as a flat ``name -> float`` map, ready to log as run metrics."""
@@ -169,4 +209,11 @@ class DriftDecision(_Frozen):
         if self.estimate:
             numbers |= {f"estimated.{k}": v for k, v in self.estimate.values.items()}
             numbers["estimated.expected_frauds"] = self.estimate.expected_frauds
+        if self.segment_gaps:
+            numbers["fairness.gap_alarm"] = float(self.segment_gaps.alarm)
+            numbers |= {
+                f"fairness.{g.segment}.{g.gap}": g.value
+                for g in self.segment_gaps.gaps
+                if g.value is not None
+            }
         return {name: float(value) for name, value in numbers.items()}

@@ -22,6 +22,7 @@ import xgboost as xgb
 from fraudops.data.schema import TX_FRAUD
 from fraudops.data.versioning import git_sha
 from fraudops.fairness.segment_plots import segment_figure
+from fraudops.fairness.segment_report import SegmentReport
 from fraudops.modeling.candidates import Selection, inputs
 from fraudops.modeling.plots import evaluation_figures, importance_figure
 from fraudops.modeling.steps import (
@@ -174,13 +175,40 @@ FAIRNESS_PLOT = "plots/fairness_segments.png"
 
 
 def _log_fairness(result: TrainingResult) -> None:
-    """Per-segment metrics and gaps as MLflow tables, so the UI can compare runs on them."""
+    log_segment_report(fairness_report(result))
+
+
+def log_segment_report(report: SegmentReport) -> None:
+    """Per-segment metrics and gaps as MLflow tables of the active run, so the UI can
+    compare runs on them (training and monitoring runs alike), and the figure."""
     import mlflow
 
-    report = fairness_report(result)
     mlflow.log_table(report.table.to_pandas(), artifact_file=FAIRNESS_SEGMENTS)
     mlflow.log_table(report.gaps.to_pandas(), artifact_file=FAIRNESS_GAPS)
     mlflow.log_figure(segment_figure(report.table), FAIRNESS_PLOT)
+
+
+def load_segment_report(run_id: str) -> SegmentReport | None:
+    """The segment report logged with run RUN_ID; None for a run logged without one."""
+    from mlflow import MlflowClient
+
+    stored = {Path(item.path).name for item in MlflowClient().list_artifacts(run_id, "fairness")}
+    if not {Path(FAIRNESS_SEGMENTS).name, Path(FAIRNESS_GAPS).name} <= stored:
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        table, gaps = (
+            _read_table(download_run_artifact(run_id, artifact, Path(scratch)))
+            for artifact in (FAIRNESS_SEGMENTS, FAIRNESS_GAPS)
+        )
+    return SegmentReport(table, gaps)
+
+
+def _read_table(path: Path) -> pl.DataFrame:
+    """An MLflow table artifact (pandas' ``split`` JSON) as a frame; nulls stay nulls."""
+    split = json.loads(path.read_text())
+    return pl.DataFrame(
+        split["data"], schema=split["columns"], orient="row", infer_schema_length=None
+    )
 
 
 def _log_files(result: TrainingResult) -> None:
@@ -282,6 +310,9 @@ class RunLog:
         import mlflow
 
         mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+
+    def segments(self, report: SegmentReport) -> None:
+        log_segment_report(report)
 
 
 @contextmanager
