@@ -18,7 +18,7 @@ The flow, in order, each step a gate for the next:
    the deployment started by hand, whose ``trigger`` keeps its default ``manual``) is a
    person's request and goes ahead; it records who asked and why;
 3. the batch: the traffic journal's days after the newest day in ``data/raw`` whose every
-   label has arrived (``fraudops.local.traffic.matured_batch``); none means ``skipped``;
+   label has arrived (``fraudops.logs.journal.matured_batch``); none means ``skipped``;
 4. validation of that batch as a raw batch, and a check that every file of ``data/raw``
    it joins can be read: a failure raises ``BatchRejected`` — nothing is written, trained
    or registered, and ``champion`` stays;
@@ -55,9 +55,9 @@ from fraudops.data.validation import validate_raw
 from fraudops.data.versioning import VersioningError, record_data_version
 from fraudops.experiments.routing import CHAMPION as CHAMPION_ONLY
 from fraudops.experiments.routing import RoutingConfig, ShadowPolicy
-from fraudops.local.traffic import journal_dir, matured_batch
 from fraudops.locks import exclusive
 from fraudops.logs.database import open_prediction_log
+from fraudops.logs.journal import journal_dir, matured_batch
 from fraudops.modeling.online import ONLINE_ALIAS
 from fraudops.tracking.registry import CHALLENGER
 from pipelines.tasks import io_task, step_task

@@ -31,8 +31,9 @@ from fraudops.data.simulate import simulate
 from fraudops.data.versioning import data_version, record_data_version
 from fraudops.features.definitions import build_features, feature_columns
 from fraudops.features.online_store import open_online_store
-from fraudops.local.traffic import ReplayConfig, ReplayStats, following_days, journal_dir, next_day
+from fraudops.local.traffic import ReplayConfig, ReplayStats, following_days
 from fraudops.local.traffic import replay as replay_traffic
+from fraudops.logs.journal import journal_dir, next_day
 from fraudops.logs.records import LabelRecord, PredictionRecord
 from fraudops.logs.writer import PredictionLogWriter
 from fraudops.modeling.steps import score_frame

@@ -195,7 +195,7 @@ def add_monitoring_windows(prefect_api_url: str, count: int) -> int:
     """
     from fraudops.cli.base import use_prefect
     from fraudops.config import get_settings
-    from fraudops.local.traffic import journal_dir, stored_days
+    from fraudops.logs.journal import journal_dir, stored_days
 
     if "prefect" in sys.modules:  # it reads its settings once, at import
         raise ScreenshotError("Prefect was imported before its API URL was set")

@@ -29,8 +29,8 @@ from fraudops.config import load_params
 from fraudops.experiments.report_parts import ReportWindow
 from fraudops.experiments.shadow_report import analyse_shadow, read_shadow_window, shadow_check
 from fraudops.features.label_timing import LabelTiming
-from fraudops.local.traffic import next_day
 from fraudops.logs.database import open_prediction_log
+from fraudops.logs.journal import next_day
 from fraudops.logs.readers import read_predictions
 from fraudops.tracking.registry import CHALLENGER, CHAMPION, configure_mlflow, version_by_alias
 from pipelines.promotion import promotion_flow

@@ -26,8 +26,8 @@ from mlflow import MlflowClient
 
 from fraudops.data.schema import TX_FRAUD
 from fraudops.data.validation import BatchRejected
-from fraudops.local.traffic import journal_dir, next_day
 from fraudops.locks import exclusive
+from fraudops.logs.journal import journal_dir, next_day
 from fraudops.tracking.registry import CHALLENGER, CHAMPION, configure_mlflow, version_by_alias
 from pipelines.deployments import RETRAIN
 from pipelines.retraining import (

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from fraudops.config import load_params
 from fraudops.data.datasets import read_raw, write_raw
 from fraudops.features.definitions import build_features
-from fraudops.local.traffic import journal_dir, next_day
+from fraudops.logs.journal import journal_dir, next_day
 from fraudops.modeling.candidates import inputs
 from fraudops.tracking.logged_models import load_registered_model
 from fraudops.tracking.registry import configure_mlflow

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 from fraudops.config import Settings, get_settings
 from fraudops.data.datasets import write_raw
-from fraudops.local.traffic import journal_dir, next_day
+from fraudops.logs.journal import journal_dir, next_day
 from fraudops.tracking.registry import CHALLENGER, configure_mlflow, version_by_alias
 from pipelines.deployments import RETRAIN
 from pipelines.retraining import (

@@ -25,7 +25,7 @@ from loop_support import log_labels, log_offline, simulated_days, use_project
 from prometheus_client.parser import text_string_to_metric_families
 
 from fraudops.config import Settings
-from fraudops.local.traffic import next_day
+from fraudops.logs.journal import next_day
 from fraudops.tracking.registry import configure_mlflow, promote
 from monitoring.exporter import start_exporter
 from pipelines.monitoring_flow import REALISED_FILE, SIGNAL_TAG, monitoring_flow

@@ -29,7 +29,7 @@ from fraudops.config import get_settings, load_params
 from fraudops.data.datasets import write_raw
 from fraudops.experiments.report_parts import ReportWindow
 from fraudops.features.definitions import feature_columns
-from fraudops.local.traffic import journal_dir, next_day
+from fraudops.logs.journal import journal_dir, next_day
 from fraudops.tracking.registry import configure_mlflow, register
 from fraudops.tracking.runs import FAIRNESS_GAPS, FAIRNESS_PLOT, FAIRNESS_SEGMENTS, THRESHOLD_TAG
 from monitoring.analysis import MonitoringError

@@ -22,7 +22,7 @@ from fraudops.data.datasets import PART_FILE, write_raw
 from fraudops.data.schema import TX_AMOUNT
 from fraudops.data.simulate import simulate
 from fraudops.data.validation import BatchRejected
-from fraudops.local.traffic import journal_dir, next_day
+from fraudops.logs.journal import journal_dir, next_day
 from fraudops.tracking.registry import (
     CHALLENGER,
     CHAMPION,

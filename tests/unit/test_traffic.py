@@ -22,15 +22,9 @@ from fraudops.data.schema import (
     TX_FRAUD_SCENARIO,
 )
 from fraudops.data.simulate import simulate
-from fraudops.local.traffic import (
-    ReplayConfig,
-    following_days,
-    matured_batch,
-    next_day,
-    replay,
-    stored_days,
-)
+from fraudops.local.traffic import ReplayConfig, following_days, replay
 from fraudops.logs.database import open_prediction_log
+from fraudops.logs.journal import matured_batch, next_day, stored_days
 from fraudops.logs.records import LabelRecord, PredictionRecord
 from fraudops.logs.writer import PredictionLogWriter
 

@@ -13,13 +13,8 @@ import pytest
 from fraudops.config import SimulateParams
 from fraudops.data.schema import TRANSACTION_ID, TX_AMOUNT, TX_DATETIME
 from fraudops.local.scenario_schedule import ScenarioSchedule, ScheduleError, scheduled_days
-from fraudops.local.traffic import (
-    ReplayConfig,
-    following_days,
-    label_clock_file,
-    owed_labels,
-    replay,
-)
+from fraudops.local.traffic import ReplayConfig, following_days, replay
+from fraudops.logs.journal import label_clock_file, owed_labels
 
 pytestmark = pytest.mark.data
 

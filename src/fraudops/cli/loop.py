@@ -154,7 +154,8 @@ def simulate_traffic(
     --monitor-every in this process).
     """
     from fraudops.local.scenario_schedule import ScenarioSchedule, ScheduleError, scheduled_days
-    from fraudops.local.traffic import ReplayConfig, journal_dir, next_day, replay, stored_days
+    from fraudops.local.traffic import ReplayConfig, replay
+    from fraudops.logs.journal import journal_dir, next_day, stored_days
 
     if schedule is not None and scenario != "none":
         raise fail("give --scenario or --schedule, not both")

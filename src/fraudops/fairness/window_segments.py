@@ -3,7 +3,7 @@
 The prediction log keeps a pseudonym of the card and no amount, so a window cannot be
 segmented from its own columns. The customers' history is the raw layout instead: the
 training data (``data/raw``) and the traffic replay's journal of every transaction it had
-scored (`fraudops.local.traffic.journal_dir`), joined to the window on the transaction
+scored (`fraudops.logs.journal.journal_dir`), joined to the window on the transaction
 id. The decisions are those logged (``decision``), the labels those that had arrived by
 the window's read (``label``); only labelled rows count, as in the quality numbers.
 
@@ -25,7 +25,7 @@ from fraudops.data.datasets import read_raw
 from fraudops.data.rejection import BatchRejected
 from fraudops.data.schema import CUSTOMER_ID, RAW_SCHEMA, TRANSACTION_ID, TX_FRAUD
 from fraudops.fairness.segment_report import SegmentReport, segment_report
-from fraudops.local.traffic import journal_dir
+from fraudops.logs.journal import journal_dir
 from fraudops.logs.tables import labels, predictions
 
 DECISION = predictions.c.decision.name
