@@ -37,6 +37,9 @@ Then, in the same run, ``mlflow models serve`` on the champion, which takes feat
 The load comes from another process (``load_driver.py``, which reads the CPU as well).
 Results go to stdout, with each configuration's figures against the targets, and to
 ``benchmarks/out/serving.json``.
+
+A little over 400 lines: setting up the two configurations' throw-away stores and
+cleaning them after any failure is most of it; the load itself is in ``load_driver.py``.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ the newest one whose label has arrived. The A/B's length follows ``make demo``'s
 (``fraudops.local.demo.more_ab_days``). A decision lands on the challenger's version twice:
 the promotion flow's tags and run, and the live evidence it weighed
 (``fraudops.experiment.*`` tags; the reports' JSON under ``<home>/experiments/v<N>``).
+
+A little over 400 lines: the step chooser and the steps it chooses among read the same
+aliases, tags and counts, and split apart each would need the other's reading of them.
 """
 
 from __future__ import annotations

@@ -23,9 +23,9 @@ from fraudops.experiments.ab_report import (
     ABResult,
     ab_check,
     analyse_ab,
-    compare_segments,
     live_evidence_allows_promotion,
 )
+from fraudops.experiments.ab_segments import compare_segments
 from fraudops.fairness.segments import REGION, customer_regions
 from fraudops.fairness.window_segments import RawHistory, SegmentSource
 from fraudops.logs.database import open_prediction_log

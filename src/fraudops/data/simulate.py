@@ -19,6 +19,10 @@ extras: for one seed, ``amount_shift`` is ``none`` with scaled amounts,
 ``new_fraud_pattern`` is ``none`` plus labelled and injected night-time card-testing
 transactions, ``card_testing`` is ``none`` plus bursts of small payments, and
 ``regional_fraud`` is ``none`` plus frauds, at ordinary amounts, on more cards of one region.
+
+About 475 lines, past the project's 400: the scenarios' extras work on the same arrays
+and generators as the base simulation, and in a module of their own they would import
+the simulator while the simulator imports them.
 """
 
 from __future__ import annotations

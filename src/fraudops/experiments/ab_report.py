@@ -20,9 +20,8 @@ of metrics (Bonferroni), so that an equal challenger is not stopped by whichever
 five tests trips by chance.
 
 Given the customers' raw history, each arm also gets its report per customer segment
-(`fraudops.fairness`), and the arms' gaps are compared with the promotion gate's rule
-(`fairness_check`): whether the treatment widens a gap beyond its tolerance. It informs;
-the verdict above stays the statistics' alone, and the gate weighs fairness on its holdout.
+(`fraudops.experiments.ab_segments`). It informs; the verdict above stays the statistics'
+alone, and the gate weighs fairness on its holdout.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from pydantic import Field
 
 from fraudops.config import ABParams, ProportionMetric
 from fraudops.experiments.ab_arm import METRICS, PROPORTION_METRICS, ArmSample, MetricName
+from fraudops.experiments.ab_segments import SegmentComparison, compare_segments
 from fraudops.experiments.ab_statistics import (
     bootstrap_p_value,
     design_effect,
@@ -44,15 +44,14 @@ from fraudops.experiments.ab_statistics import (
     ratio_z_test,
     required_sample_size,
 )
-from fraudops.experiments.promotion_gate import Check, fairness_check
+from fraudops.experiments.promotion_gate import Check
 from fraudops.experiments.report_parts import (
     MetricEstimate,
     ReportModel,
     ReportWindow,
     format_number,
 )
-from fraudops.fairness.segment_report import GAP, SEGMENT
-from fraudops.fairness.window_segments import SegmentSource, SegmentsUnavailable
+from fraudops.fairness.window_segments import SegmentSource
 
 Recommendation = Literal["promote", "keep", "need_more_data"]
 
@@ -95,25 +94,6 @@ class Comparison(ReportModel):
     @property
     def better(self) -> bool:
         return self.significant and (self.difference or 0.0) > 0
-
-
-class ArmGap(ReportModel):
-    """One gap between customer segments in each arm (None where not measured)."""
-
-    segment: str
-    gap: str
-    control: float | None
-    treatment: float | None
-    control_flagged: bool
-    treatment_flagged: bool
-
-
-class SegmentComparison(ReportModel):
-    """The arms' segment gaps, and whether the treatment widens one beyond tolerance."""
-
-    gaps: list[ArmGap]
-    treatment_widens: bool
-    detail: str
 
 
 class ABResult(ReportModel):
@@ -207,42 +187,6 @@ def analyse_ab(
         segments=segment_comparison,
         segments_note=segments_note,
     )
-
-
-def compare_segments(
-    frame: pd.DataFrame, params: ABParams, source: SegmentSource
-) -> tuple[SegmentComparison | None, str | None]:
-    """Each arm's segment gaps side by side, judged by the gate's `fairness_check` with
-    the control as the champion; or None and why (an arm without the history it needs)."""
-    gaps = []
-    for name in (params.control_arm, params.treatment_arm):
-        try:
-            found = source.history.report(frame[frame["arm"] == name], source.params)
-        except SegmentsUnavailable as error:
-            return None, f"segments of arm {name!r} not reported: {error}"
-        gaps.append(found.report.gaps)
-    control, treatment = gaps
-    check = fairness_check(control.to_dicts(), treatment.to_dicts())
-    both = control.join(treatment, on=[SEGMENT, GAP], how="full", suffix="_t", coalesce=True)
-    rows = [
-        ArmGap(
-            segment=row[SEGMENT],
-            gap=row[GAP],
-            control=_measured(row["value"]),
-            treatment=_measured(row["value_t"]),
-            control_flagged=bool(row["flagged"]),
-            treatment_flagged=bool(row["flagged_t"]),
-        )
-        for row in both.iter_rows(named=True)
-    ]
-    return SegmentComparison(
-        gaps=rows, treatment_widens=not check.passed, detail=check.detail
-    ), None
-
-
-def _measured(value: float | None) -> float | None:
-    """A gap's value for the report: None when not measured (NaN)."""
-    return None if value is None or math.isnan(value) else value
 
 
 def _scaled_k(top_k: int, arm_rows: int, total_rows: int) -> int:
