@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import random
+import select
 import subprocess
 import sys
 import time
@@ -272,7 +273,22 @@ def drive_main(args: argparse.Namespace) -> None:
     import uvloop
 
     host, port = args.target.split(":")
-    print(json.dumps(uvloop.run(_drive(host, int(port), args))))
+    _write_all(sys.stdout.fileno(), json.dumps(uvloop.run(_drive(host, int(port), args))) + "\n")
+
+
+def _write_all(fd: int, text: str) -> None:
+    """Write TEXT whole to FD, however short each write comes back.
+
+    After ``uvloop.run``, a ``print`` of more than a pipe's buffer (64 KiB) to a reader
+    that is not keeping up came out cut at 64 KiB with no error (seen here, uvloop 0.23;
+    the compose test's JSON broke at 128 KiB), so each short write is continued here.
+    """
+    view = memoryview(text.encode())
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            select.select([], [fd], [])
 
 
 if __name__ == "__main__":
