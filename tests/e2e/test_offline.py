@@ -16,6 +16,8 @@ from offline_support import require_offline_tools, run_offline, users_environmen
 from fraudops.telemetry import TELEMETRY_OFF
 
 # A tracked MLflow run: MLflow 3 reports usage from a background thread when it is on.
+pytestmark = pytest.mark.slow  # servers and subprocesses: tens of seconds
+
 MLFLOW_RUN = """
 {preamble}
 import time

@@ -35,6 +35,8 @@ from fraudops.modeling.online import ONLINE_ALIAS, ONLINE_MODEL_NAME, OnlineLear
 from serving.online_shadow import SETTLE_S, STATE_FOLDER
 from serving.server import ServingProcess
 
+pytestmark = pytest.mark.slow  # servers and subprocesses: tens of seconds
+
 PROJECT = Path(__file__).resolve().parents[2]
 STEP = 20  # labels per learning step in this server's params
 

@@ -27,6 +27,8 @@ from pipelines.promotion import DECISION_RUN_TAG, promotion_flow
 from pipelines.training import training_flow
 
 #: A single random one-split tree: far below the small models on average precision.
+pytestmark = pytest.mark.slow  # servers and subprocesses: tens of seconds
+
 WEAK_CANDIDATES = {
     "random_forest": {"fixed": {"n_estimators": 1, "max_depth": 1, "max_features": 1}, "grid": {}}
 }

@@ -27,6 +27,8 @@ from serving_support import (
 
 from fraudops.experiments.routing import RoutingConfig, ShadowPolicy, load_routing
 
+pytestmark = pytest.mark.slow  # servers and subprocesses: tens of seconds
+
 SOURCE = Path(__file__).resolve().parents[2]
 AB = RoutingConfig(mode="ab", weights={"champion": 3, "challenger": 1}, salt="state-test")
 SHADOW = RoutingConfig(shadow=ShadowPolicy(alias="challenger"))

@@ -266,6 +266,7 @@ def test_a_rejected_batch_stops_before_training_and_keeps_the_champion(
     assert current is not None and current.version == champion.version
 
 
+@pytest.mark.slow
 def test_an_unreachable_tracking_server_fails_the_flow_with_a_clear_message(
     prefect_api: str, small_training: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

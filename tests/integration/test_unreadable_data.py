@@ -104,6 +104,7 @@ def test_reading_commands_name_the_rule_and_the_file_without_a_traceback(
     assert unwrapped(str(broken)) in unwrapped(result.output)
 
 
+@pytest.mark.slow
 def test_train_on_a_raw_folder_with_an_empty_file_fails_cleanly_and_keeps_the_champion(
     prefect_api: str,
     small_training: Settings,
