@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 FRAUDOPS = str(Path(sys.executable).parent / "fraudops")
 
 
@@ -40,6 +42,7 @@ def test_flows_give_the_temporary_server_the_configured_time(tmp_path: Path) -> 
     assert _startup_timeout_prefect_reads(configured) == 77
 
 
+@pytest.mark.slow  # waits out a start-up timeout
 def test_a_start_that_times_out_names_the_setting_without_a_traceback(tmp_path: Path) -> None:
     env = _env(tmp_path, FRAUDOPS_PREFECT_STARTUP_TIMEOUT_S="1")
     done = subprocess.run(
