@@ -134,7 +134,7 @@ def log_training_run(
         mlflow.log_metrics(result.evaluation.metrics | validation_metrics(result.selection))
         _log_datasets(result)
         _log_figures(result)
-        _log_fairness(result)
+        log_segment_report(fairness_report(result))
         _log_files(result)
         model_uri = _log_model(result)
     return LoggedRun(run.info.run_id, model_uri, all_tags)
@@ -172,10 +172,6 @@ def _log_figures(result: TrainingResult) -> None:
 FAIRNESS_SEGMENTS = "fairness/segments.json"
 FAIRNESS_GAPS = "fairness/gaps.json"
 FAIRNESS_PLOT = "plots/fairness_segments.png"
-
-
-def _log_fairness(result: TrainingResult) -> None:
-    log_segment_report(fairness_report(result))
 
 
 def log_segment_report(report: SegmentReport) -> None:
