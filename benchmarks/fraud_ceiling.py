@@ -26,6 +26,7 @@ import polars as pl
 from handbook_baseline import SECONDS_PER_DAY, window_totals
 
 from fraudops.config import FeatureParams
+from fraudops.data.fraud_rules import HIGH_AMOUNT_THRESHOLD
 from fraudops.data.schema import (
     SCENARIO_COMPROMISED_TERMINAL,
     TERMINAL_ID,
@@ -35,7 +36,6 @@ from fraudops.data.schema import (
     TX_FRAUD,
     TX_FRAUD_SCENARIO,
 )
-from fraudops.data.simulate import HIGH_AMOUNT_THRESHOLD
 from fraudops.data.split import TimeSplit
 from fraudops.modeling.evaluation import ranking_metrics
 

@@ -11,6 +11,15 @@ import polars as pl
 import pytest
 
 from fraudops.config import SimulateParams
+from fraudops.data.drift_scenarios import (
+    CARD_TESTING_AMOUNT_CENTS,
+    CARD_TESTING_BURST_SIZE,
+    CARD_TESTING_CARDS_PER_DAY,
+    CARD_TESTING_GAP_S,
+    SCENARIO_CARD_TESTING,
+)
+from fraudops.data.fraud_rules import REFERENCE_CUSTOMERS, compromised_per_day
+from fraudops.data.population import draw_population
 from fraudops.data.schema import (
     CUSTOMER_ID,
     TERMINAL_ID,
@@ -20,17 +29,7 @@ from fraudops.data.schema import (
     TX_FRAUD,
     TX_FRAUD_SCENARIO,
 )
-from fraudops.data.simulate import (
-    CARD_TESTING_AMOUNT_CENTS,
-    CARD_TESTING_BURST_SIZE,
-    CARD_TESTING_CARDS_PER_DAY,
-    CARD_TESTING_GAP_S,
-    REFERENCE_CUSTOMERS,
-    SCENARIO_CARD_TESTING,
-    compromised_per_day,
-    draw_population,
-    simulate,
-)
+from fraudops.data.simulate import simulate
 
 pytestmark = pytest.mark.data
 

@@ -9,8 +9,9 @@ import polars as pl
 import pytest
 
 from fraudops.config import FairnessParams, SimulateParams
+from fraudops.data.population import draw_population
 from fraudops.data.schema import CUSTOMER_ID, TRANSACTION_ID, TX_AMOUNT, TX_DATETIME
-from fraudops.data.simulate import draw_population, simulate
+from fraudops.data.simulate import simulate
 from fraudops.fairness.segments import (
     NIGHT_SHOPPER,
     REGION,

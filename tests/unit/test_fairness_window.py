@@ -14,6 +14,7 @@ from polars.testing import assert_frame_equal
 
 from fraudops.config import Params, SimulateParams
 from fraudops.data.datasets import write_raw
+from fraudops.data.drift_scenarios import REGIONAL_FRAUD_AREA, SCENARIO_REGIONAL_FRAUD
 from fraudops.data.schema import (
     CUSTOMER_ID,
     TRANSACTION_ID,
@@ -22,7 +23,7 @@ from fraudops.data.schema import (
     TX_FRAUD,
     TX_FRAUD_SCENARIO,
 )
-from fraudops.data.simulate import REGIONAL_FRAUD_AREA, SCENARIO_REGIONAL_FRAUD, simulate
+from fraudops.data.simulate import simulate
 from fraudops.fairness.segment_report import segment_report
 from fraudops.fairness.segments import customer_regions
 from fraudops.fairness.window_segments import (

@@ -9,6 +9,17 @@ import polars as pl
 import pytest
 
 from fraudops.config import SimulateParams
+from fraudops.data.drift_scenarios import (
+    AMOUNT_SHIFT_FACTOR,
+    NIGHT_PATTERN_AMOUNT_CEILING,
+    NIGHT_PATTERN_END_S,
+)
+from fraudops.data.population import (
+    TERMINAL_RADIUS,
+    Transactions,
+    draw_population,
+    terminals_within_radius,
+)
 from fraudops.data.schema import (
     CUSTOMER_ID,
     RAW_SCHEMA,
@@ -24,18 +35,7 @@ from fraudops.data.schema import (
     TX_FRAUD,
     TX_FRAUD_SCENARIO,
 )
-from fraudops.data.simulate import (
-    AMOUNT_SHIFT_FACTOR,
-    MAX_TX_PER_DAY,
-    NIGHT_PATTERN_AMOUNT_CEILING,
-    NIGHT_PATTERN_END_S,
-    TERMINAL_RADIUS,
-    Transactions,
-    draw_population,
-    simulate,
-    terminals_within_radius,
-    to_frame,
-)
+from fraudops.data.simulate import MAX_TX_PER_DAY, simulate, to_frame
 
 pytestmark = pytest.mark.data
 

@@ -25,8 +25,8 @@ import numpy as np
 import polars as pl
 
 from fraudops.config import FairnessParams, Params, SimulateParams
+from fraudops.data.population import AREA_SIZE
 from fraudops.data.schema import CUSTOMER_ID, TRANSACTION_ID, TX_AMOUNT, TX_DATETIME
-from fraudops.data.simulate import AREA_SIZE
 
 SPEND_TIER = "spend_tier"
 TENURE = "tenure"
@@ -68,7 +68,7 @@ def customer_regions(simulate: SimulateParams, grid: int) -> pl.DataFrame:
     """Each simulated customer's region: the grid cell of their home, as ``x{i}y{j}``.
 
     Replays the population generator's first draw (customer positions); a unit test
-    checks the replay against `fraudops.data.simulate.draw_population`.
+    checks the replay against `fraudops.data.population.draw_population`.
     """
     rng = np.random.default_rng(simulate.seed)
     xy = rng.uniform(0.0, AREA_SIZE, size=(simulate.customers, 2))
