@@ -8,11 +8,13 @@ three seeds on 2 cores shared with other work):
 ``--report benchmarks/out/model_quality.json`` reprints the tables of a saved run; the run
 saves after every pair, so a run cut short still has every pair of its finished seeds.
 
-One data set (``simulate(params.simulate)``), two feature sets over it, two models on each:
+One data set (``simulate(params.simulate)``), three feature sets over it, two models on each:
 
 * features: the handbook's exact rolling windows with its 7-day label delay
-  (``handbook_baseline.handbook_features``), and the project's
-  (``fraudops.features.definitions.build_features``, whatever the checkout defines);
+  (``handbook_baseline.handbook_features``), the project's
+  (``fraudops.features.definitions.build_features``, whatever the checkout defines), and the
+  project's with the amount ratio of the customer's 30-day window added (the ablation of
+  ``features.amount_ratio_windows_days``);
 * models: the handbook's best Ch.5 model (XGBoost 50 trees, learning rate 0.3, depth 3, its
   pick for AP, with the XGBoost defaults it ran on), and the project's model, chosen by
   ``fraudops.modeling.candidates.select_model`` among the candidates of ``params.yaml``.
@@ -74,7 +76,10 @@ HANDBOOK_CEILINGS = (0.397, 0.419)
 FEATURE_SETS: dict[str, str] = {
     "handbook": "handbook: exact windows, label age >= 7 d",
     "ours": "ours: build_features of the measured code",
+    "ours+ratio": "ours + the amount over the customer's 30-day average",
 }
+#: The customer window of the ``ours+ratio`` set (``features.amount_ratio_windows_days``).
+AMOUNT_RATIO_WINDOWS = (30,)
 
 
 @dataclass(frozen=True)
@@ -251,6 +256,13 @@ def main() -> None:
         "--customers", type=int, help="a smaller population for a quick check (terminals: 2x)"
     )
     parser.add_argument("--report", type=Path, help="print the tables of a saved run and stop")
+    parser.add_argument(
+        "--feature-sets",
+        nargs="+",
+        choices=list(FEATURE_SETS),
+        default=list(FEATURE_SETS),
+        help="which to run (the handbook's always runs: the ceilings are read on its splits)",
+    )
     args = parser.parse_args()
     if args.report:
         print_tables(json.loads(args.report.read_text()))
@@ -259,7 +271,6 @@ def main() -> None:
     started = time.perf_counter()
     params: Params = load_params()
     base = params.train.model_copy(update={"test_start": HANDBOOK_TEST_START})
-    features = feature_columns(params.features)
     simulate_params = params.simulate
     if args.customers:
         simulate_params = simulate_params.model_copy(
@@ -269,8 +280,15 @@ def main() -> None:
     builders: dict[str, Callable[[pl.DataFrame, Any], pl.DataFrame]] = {
         "handbook": handbook_features,
         "ours": build_features,
+        "ours+ratio": build_features,
     }
-    frames = {name: build(raw, params.features) for name, build in builders.items()}
+    feature_params = dict.fromkeys(builders, params.features)
+    feature_params["ours+ratio"] = params.features.model_copy(
+        update={"amount_ratio_windows_days": AMOUNT_RATIO_WINDOWS}
+    )
+    names = ["handbook", *(name for name in args.feature_sets if name != "handbook")]
+    frames = {name: builders[name](raw, feature_params[name]) for name in names}
+    columns = {name: feature_columns(feature_params[name]) for name in names}
     weeks = {name: prequential_test_weeks(frame, base) for name, frame in frames.items()}
     for name, frame in frames.items():
         check_selection_is_blind(validation_splits(frame, base), weeks[name])
@@ -285,7 +303,7 @@ def main() -> None:
     points = {name: HANDBOOK_BEST for name in frames}
     if args.search_handbook_grid:
         for name, frame in frames.items():
-            searched = select_handbook_model(frame, features, base)
+            searched = select_handbook_model(frame, columns[name], base)
             points[name] = searched.winner
             print(f"handbook grid on {name} features: {searched.validation}")
     record = {
@@ -300,10 +318,10 @@ def main() -> None:
         params_seed = base.model_copy(update={"seed": seed})
         for name, frame in frames.items():
             t0 = time.perf_counter()
-            found = run_handbook(points[name], features, params_seed, weeks[name])
+            found = run_handbook(points[name], columns[name], params_seed, weeks[name])
             report(outcomes, Outcome(name, "handbook", seed, *found), t0)
             t0 = time.perf_counter()
-            found = run_ours(frame, features, params_seed, weeks[name])
+            found = run_ours(frame, columns[name], params_seed, weeks[name])
             report(outcomes, Outcome(name, "ours", seed, *found), t0)
             record["outcomes"] = [o.__dict__ for o in outcomes]
             save(args.out, record | {"wall_s": time.perf_counter() - started})

@@ -85,8 +85,8 @@ class Backend:
     def is_redis(self) -> bool:
         return self.url.startswith("redis")
 
-    def open(self) -> OnlineStore:
-        return open_online_store(self.url, PARAMS, namespace=self.namespace)
+    def open(self, params: FeatureParams = PARAMS) -> OnlineStore:
+        return open_online_store(self.url, params, namespace=self.namespace)
 
     def seconds_to_expiry(self, kind: str, key: int) -> float:
         """How long until customer (``c``), terminal (``t``) or transaction (``x``) KEY expires."""
@@ -158,7 +158,9 @@ def transaction(row: dict) -> Transaction:
     )
 
 
-def replay(store: OnlineStore, scored: pl.DataFrame, frauds: pl.DataFrame) -> pl.DataFrame:
+def replay(
+    store: OnlineStore, scored: pl.DataFrame, frauds: pl.DataFrame, columns: list[str] = FEATURES
+) -> pl.DataFrame:
     """Score SCORED in id order; each transaction of FRAUDS gets its fraud label at the start
     of the hour it becomes usable, as an hourly label feed would deliver it."""
     pending = [
@@ -172,14 +174,17 @@ def replay(store: OnlineStore, scored: pl.DataFrame, frauds: pl.DataFrame) -> pl
         while pending and pending[0][0] <= now:
             assert store.record_label(heapq.heappop(pending)[1], 1) == LabelOutcome.RECORDED
         served.append(store.score_features(transaction(row)))
-    return pl.DataFrame(served, schema=dict.fromkeys(FEATURES, pl.Float64))
+    return pl.DataFrame(served, schema=dict.fromkeys(columns, pl.Float64))
 
 
-def offline(raw: pl.DataFrame, scored: pl.DataFrame) -> pl.DataFrame:
+def offline(
+    raw: pl.DataFrame, scored: pl.DataFrame, params: FeatureParams = PARAMS
+) -> pl.DataFrame:
     """The offline features (computed over all of RAW) of the transactions in SCORED."""
     ids = scored[TRANSACTION_ID]
-    features = build_features(raw, PARAMS)
-    return features.filter(pl.col(TRANSACTION_ID).is_in(ids.implode())).select(FEATURES)
+    features = build_features(raw, params)
+    selected = features.filter(pl.col(TRANSACTION_ID).is_in(ids.implode()))
+    return selected.select(feature_columns(params))
 
 
 def frauds_of(raw: pl.DataFrame) -> pl.DataFrame:
@@ -205,6 +210,16 @@ def test_served_features_equal_offline_features(store: OnlineStore, stream: pl.D
     served = replay(store, stream, frauds_of(stream))
     assert stream.height > 2000 and frauds_of(stream).height > 200
     assert_frame_equal(served, offline(stream, stream), check_exact=True)
+
+
+def test_amount_ratios_are_served_as_computed_offline(
+    backend: Backend, stream: pl.DataFrame
+) -> None:
+    params = PARAMS.model_copy(update={"amount_ratio_windows_days": (1, 7, 30)})
+    with backend.open(params) as store:
+        served = replay(store, stream, frauds_of(stream), feature_columns(params))
+    assert served["customer_amount_ratio_30d"].n_unique() > 1000
+    assert_frame_equal(served, offline(stream, stream, params), check_exact=True)
 
 
 def test_backfill_then_continue_equals_a_full_replay(

@@ -209,6 +209,39 @@ def test_customer_average_is_the_exact_mean_of_the_cents() -> None:
     assert features_both_ways(raw)["customer_avg_amount_1d"].to_list() == [0.1, 0.1, 0.1]
 
 
+RATIOS = FeatureParams(amount_ratio_windows_days=(1, 30))
+
+
+def test_amount_ratios_follow_the_customer_windows_they_name() -> None:
+    raw = raw_frame(
+        [
+            (D - days(20), 1, 9, 30.0, 0),  # in the 30-day window only
+            (D + dt.timedelta(hours=9), 1, 9, 10.0, 0),
+            (D + dt.timedelta(hours=10), 1, 9, 20.0, 0),  # id 2: the transaction looked at
+            (D + dt.timedelta(hours=11), 1, 9, 0.0, 0),  # a zero amount: ratio 0
+        ]
+    )
+    features = features_both_ways(raw, RATIOS)
+    ratio_columns = [column for column in feature_columns(RATIOS) if "ratio" in column]
+    assert ratio_columns == ["customer_amount_ratio_1d", "customer_amount_ratio_30d"]
+    others = [column for column in feature_columns(RATIOS) if column not in ratio_columns]
+    assert others == feature_columns(DEFAULT)
+    row = features.row(2, named=True)
+    assert row["customer_amount_ratio_1d"] == 2000 * 2 / 3000  # 20 over the mean of 10 and 20
+    assert row["customer_amount_ratio_30d"] == 2000 * 3 / 6000  # 20 over the mean of 30, 10, 20
+    assert features["customer_amount_ratio_1d"].to_list()[3] == 0.0
+
+
+def test_an_all_zero_window_reads_as_an_ordinary_amount() -> None:
+    raw = raw_frame([(D + dt.timedelta(hours=h), 1, 9, 0.0, 0) for h in range(2)])
+    assert features_both_ways(raw, RATIOS)["customer_amount_ratio_30d"].to_list() == [1.0, 1.0]
+
+
+def test_a_ratio_of_a_window_the_customer_has_not_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"amount_ratio_windows_days \[14\] are not"):
+        FeatureParams(amount_ratio_windows_days=(14,))
+
+
 # --- terminal windows -------------------------------------------------------------------------
 
 
@@ -377,9 +410,10 @@ def random_stream(seed: int, size: int = 3000, nb_days: int = 80) -> pl.DataFram
             terminal_windows_days=(3, 14),
             label_delay_days=1,
             night_last_hour=3,
+            amount_ratio_windows_days=(2, 5),
         ),
     ],
-    ids=["default", "short-windows-one-day-delay"],
+    ids=["default", "short-windows-one-day-delay-with-ratios"],
 )
 def test_served_features_equal_offline_features_on_a_random_stream(params: FeatureParams) -> None:
     raw = random_stream(seed=7)

@@ -42,6 +42,23 @@ class FeatureParams(_Section):
         "and replay.",
     )
     night_last_hour: int = Field(6, ge=0, le=23)
+    amount_ratio_windows_days: tuple[int, ...] = Field(
+        (),
+        description="Customer windows (each one of customer_windows_days) whose amount ratio "
+        "is a feature: the amount over the customer's average in the window. None by default: "
+        "docs/model-quality.md measures what they buy.",
+    )
+
+    @model_validator(mode="after")
+    def _ratios_of_customer_windows(self) -> FeatureParams:
+        """A ratio reads its window's sums, so only a customer window can have one."""
+        unknown = sorted(set(self.amount_ratio_windows_days) - set(self.customer_windows_days))
+        if unknown:
+            raise ValueError(
+                f"amount_ratio_windows_days {unknown} are not customer_windows_days "
+                f"{list(self.customer_windows_days)}"
+            )
+        return self
 
 
 class ValidateParams(_Section):

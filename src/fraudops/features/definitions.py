@@ -70,6 +70,10 @@ def customer_avg_amount_column(window_days: int) -> str:
     return f"customer_avg_amount_{window_days}d"
 
 
+def customer_amount_ratio_column(window_days: int) -> str:
+    return f"customer_amount_ratio_{window_days}d"
+
+
 def terminal_nb_tx_column(window_days: int) -> str:
     return f"terminal_nb_tx_{window_days}d"
 
@@ -92,7 +96,7 @@ def group_columns(group: FeatureGroup, params: FeatureParams) -> list[str]:
             name(w)
             for w in params.customer_windows_days
             for name in (customer_nb_tx_column, customer_avg_amount_column)
-        ]
+        ] + [customer_amount_ratio_column(w) for w in params.amount_ratio_windows_days]
     return [
         name(w)
         for w in params.terminal_windows_days
@@ -193,12 +197,25 @@ def customer_features(
     The transaction itself is added here, so the caller records it only afterwards.
     """
     features: dict[str, float] = {}
+    totals: dict[int, tuple[int, int]] = {}
     for w in params.customer_windows_days:
         nb_tx, cents = _total(buckets, customer_window_days(w, day), CustomerBucket())
         nb_tx, cents = nb_tx + 1, cents + amount_cents
+        totals[w] = nb_tx, cents
         features[customer_nb_tx_column(w)] = float(nb_tx)
         features[customer_avg_amount_column(w)] = cents / (CENTS_PER_UNIT * nb_tx)
+    for w in params.amount_ratio_windows_days:
+        nb_tx, cents = totals[w]
+        features[customer_amount_ratio_column(w)] = amount_ratio(amount_cents, nb_tx, cents)
     return features
+
+
+def amount_ratio(amount_cents: int, nb_tx: int, window_cents: int) -> float:
+    """The amount over the window's average, the transaction included: one exact division.
+
+    A window whose amounts are all zero (the transaction's too) reads as an ordinary amount.
+    """
+    return amount_cents * nb_tx / window_cents if window_cents else 1.0
 
 
 def terminal_features(
@@ -370,6 +387,9 @@ def _customer_features(transactions: pl.LazyFrame, params: FeatureParams) -> pl.
             nb_tx.alias(customer_nb_tx_column(w)),
             (cents / (nb_tx * CENTS_PER_UNIT)).alias(customer_avg_amount_column(w)),
         ]
+        if w in params.amount_ratio_windows_days:
+            ratio = pl.when(cents == 0).then(1.0).otherwise(pl.col(_CENTS) * nb_tx / cents)
+            columns.append(ratio.alias(customer_amount_ratio_column(w)))
     return _in_transaction_order(by_customer, columns)
 
 
