@@ -46,10 +46,11 @@ import numpy as np
 import polars as pl
 from fraud_ceiling import ceilings, fraud_visibility
 from handbook_baseline import HandbookXGBoost, handbook_features, select_handbook_model
+from pydantic import ValidationError
 
 import fraudops.data.split as split_module
 import fraudops.features.definitions as definitions_module
-from fraudops.config import Params, TrainParams, load_params
+from fraudops.config import FeatureParams, Params, TrainParams, load_params
 from fraudops.data.schema import TX_FRAUD
 from fraudops.data.simulate import simulate
 from fraudops.data.split import (
@@ -291,9 +292,12 @@ def main() -> None:
         "ours+ratio": build_features,
     }
     feature_params = dict.fromkeys(builders, params.features)
-    feature_params["ours+ratio"] = params.features.model_copy(
-        update={"amount_ratio_windows_days": tuple(args.ratio_windows)}
-    )
+    try:  # validated, so a window that is not a customer window is refused by name
+        feature_params["ours+ratio"] = FeatureParams.model_validate(
+            params.features.model_dump() | {"amount_ratio_windows_days": args.ratio_windows}
+        )
+    except ValidationError as error:
+        parser.error(str(error.errors()[0]["msg"]))
     names = ["handbook", *(name for name in args.feature_sets if name != "handbook")]
     frames = {name: builders[name](raw, feature_params[name]) for name in names}
     columns = {name: feature_columns(feature_params[name]) for name in names}
