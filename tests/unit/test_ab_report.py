@@ -210,6 +210,8 @@ def test_report_ab_reads_the_log_and_writes_the_result(tmp_path, monkeypatch) ->
         "min_detectable_lift: 0.5}\n"
     )
     monkeypatch.setenv("FRAUDOPS_PARAMS_PATH", str(params_path))
+    # No raw data, whatever the checkout holds: `fraudops generate` at its root writes data/.
+    monkeypatch.setenv("FRAUDOPS_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
     frame = log_frame(np.random.default_rng(29), 600, {"champion": 2.0, "challenger": 4.0})
     labels_arrive = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
