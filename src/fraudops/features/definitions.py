@@ -92,11 +92,12 @@ def group_columns(group: FeatureGroup, params: FeatureParams) -> list[str]:
     if group == "transaction":
         return [TX_AMOUNT, TX_DURING_WEEKEND, TX_DURING_NIGHT]
     if group == "customer":
+        names = (customer_nb_tx_column, customer_avg_amount_column, customer_amount_ratio_column)
         return [
             name(w)
             for w in params.customer_windows_days
-            for name in (customer_nb_tx_column, customer_avg_amount_column)
-        ] + [customer_amount_ratio_column(w) for w in params.amount_ratio_windows_days]
+            for name in names[: 3 if w in params.amount_ratio_windows_days else 2]
+        ]
     return [
         name(w)
         for w in params.terminal_windows_days
@@ -197,16 +198,13 @@ def customer_features(
     The transaction itself is added here, so the caller records it only afterwards.
     """
     features: dict[str, float] = {}
-    totals: dict[int, tuple[int, int]] = {}
     for w in params.customer_windows_days:
         nb_tx, cents = _total(buckets, customer_window_days(w, day), CustomerBucket())
         nb_tx, cents = nb_tx + 1, cents + amount_cents
-        totals[w] = nb_tx, cents
         features[customer_nb_tx_column(w)] = float(nb_tx)
         features[customer_avg_amount_column(w)] = cents / (CENTS_PER_UNIT * nb_tx)
-    for w in params.amount_ratio_windows_days:
-        nb_tx, cents = totals[w]
-        features[customer_amount_ratio_column(w)] = amount_ratio(amount_cents, nb_tx, cents)
+        if w in params.amount_ratio_windows_days:
+            features[customer_amount_ratio_column(w)] = amount_ratio(amount_cents, nb_tx, cents)
     return features
 
 
